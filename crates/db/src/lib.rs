@@ -1,0 +1,83 @@
+//! Database access for Atlas: one `Database` handle over SQLite (WAL) or
+//! PostgreSQL, chosen by URL, and module-scoped migrations with a ledger.
+//!
+//! Both backends are reached through sqlx's `Any` driver so that a module
+//! writes its queries once. Modules therefore stick to the SQL both dialects
+//! share (`$n` placeholders, `ON CONFLICT`, `RETURNING`), store ids and
+//! timestamps as text, flags as 0/1 `BIGINT`s (the `Any` driver decodes
+//! neither SQLite booleans nor 32-bit Postgres integers), and keep
+//! dialect-specific DDL in per-dialect files.
+//! This crate knows nothing about modules beyond their names.
+
+mod migrate;
+mod pool;
+
+pub use migrate::{migrations_from_dir, Migration, MigrationError, MigrationStatus, Migrator};
+pub use pool::{redact_url, Backend, Database, DatabaseSettings};
+
+/// sqlx re-exported so modules use the same version.
+pub use sqlx;
+
+/// Errors from the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database.url: {0}")]
+    InvalidUrl(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Timestamps are stored as RFC 3339 UTC text with microseconds and a fixed
+/// width, so text order is time order on both backends.
+pub fn format_timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The current time in the stored format.
+pub fn now() -> String {
+    format_timestamp(chrono::Utc::now())
+}
+
+/// Parse a stored timestamp.
+pub fn parse_timestamp(s: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// The name of the constraint a unique violation hit, if `err` is one.
+pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Some(
+            db.constraint()
+                .map(str::to_string)
+                .unwrap_or_else(|| db.message().to_string()),
+        ),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_sort_as_text() {
+        let a = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.1Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let b = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.25Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let (fa, fb) = (format_timestamp(a), format_timestamp(b));
+        assert_eq!(fa, "2026-01-02T03:04:05.100000Z");
+        assert!(fa < fb);
+        assert_eq!(parse_timestamp(&fa), Some(a));
+    }
+}

@@ -1,0 +1,195 @@
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+
+use crate::DbError;
+
+/// Which database a `Database` talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The `database` section of the configuration.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite://path/to/file.db` or `postgres://user@host:port/db`.
+    pub url: String,
+    /// Connections in the (read) pool.
+    pub max_connections: u32,
+    /// How long SQLite waits on a locked database before failing.
+    pub busy_timeout: Duration,
+}
+
+/// A handle to the database. Cheap to clone.
+///
+/// On SQLite, writes go through a pool of exactly one connection: SQLite has
+/// one writer at a time anyway, and serializing in-process avoids
+/// `SQLITE_BUSY` from deferred transactions racing to upgrade their locks.
+/// Reads use a separate pool (WAL lets them run beside the writer).
+/// On PostgreSQL both are the same pool.
+#[derive(Clone, Debug)]
+pub struct Database {
+    reader: AnyPool,
+    writer: AnyPool,
+    backend: Backend,
+}
+
+impl Database {
+    pub async fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        sqlx::any::install_default_drivers();
+        let url = settings.url.trim();
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let path = rest.trim_start_matches("//");
+            let file = path.split('?').next().unwrap_or_default();
+            if file.is_empty() {
+                return Err(DbError::InvalidUrl(
+                    "a sqlite URL needs a file path, e.g. sqlite://atlas-data/atlas.db".into(),
+                ));
+            }
+            if file != ":memory:" {
+                if let Some(parent) = Path::new(file).parent().filter(|p| !p.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(parent).map_err(|source| DbError::DataDir {
+                        path: parent.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+            let url = if url.contains("mode=") {
+                url.to_string()
+            } else if url.contains('?') {
+                format!("{url}&mode=rwc")
+            } else {
+                format!("{url}?mode=rwc")
+            };
+            let options = AnyConnectOptions::from_str(&url).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
+            let busy_ms = settings.busy_timeout.as_millis();
+            let pragmas = format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {busy_ms};"
+            );
+            let pool = |max: u32, pragmas: String| {
+                AnyPoolOptions::new()
+                    .max_connections(max)
+                    .min_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(move |conn, _| {
+                        let pragmas = pragmas.clone();
+                        Box::pin(async move {
+                            conn.execute(sqlx::raw_sql(&pragmas)).await?;
+                            Ok(())
+                        })
+                    })
+            };
+            let writer = pool(1, pragmas.clone()).connect_with(options.clone()).await?;
+            let reader = pool(settings.max_connections.max(1), pragmas)
+                .connect_with(options)
+                .await?;
+            Ok(Database {
+                reader,
+                writer,
+                backend: Backend::Sqlite,
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = AnyConnectOptions::from_str(url).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
+            let pool = AnyPoolOptions::new()
+                .max_connections(settings.max_connections.max(2))
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await?;
+            Ok(Database {
+                reader: pool.clone(),
+                writer: pool,
+                backend: Backend::Postgres,
+            })
+        } else {
+            Err(DbError::InvalidUrl(format!(
+                "unsupported scheme in `{}`; use sqlite:// or postgres://",
+                redact_url(url)
+            )))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool for reads.
+    pub fn reader(&self) -> &AnyPool {
+        &self.reader
+    }
+
+    /// The pool for writes and transactions.
+    pub fn writer(&self) -> &AnyPool {
+        &self.writer
+    }
+
+    /// Begin a write transaction.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.writer.begin().await
+    }
+
+    /// A trivial round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ())
+    }
+
+    /// Publish pool gauges (`atlas_db_pool_connections{pool,state}`).
+    pub fn record_pool_metrics(&self) {
+        let pools: &[(&str, &AnyPool)] = match self.backend {
+            Backend::Sqlite => &[("reader", &self.reader), ("writer", &self.writer)],
+            Backend::Postgres => &[("main", &self.reader)],
+        };
+        for (name, pool) in pools {
+            let size = pool.size() as f64;
+            let idle = pool.num_idle() as f64;
+            metrics::gauge!("atlas_db_pool_connections", "pool" => *name, "state" => "idle").set(idle);
+            metrics::gauge!("atlas_db_pool_connections", "pool" => *name, "state" => "active").set(size - idle);
+            metrics::gauge!("atlas_db_pool_max_connections", "pool" => *name)
+                .set(pool.options().get_max_connections() as f64);
+        }
+    }
+
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// A URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite://a.db"), "sqlite://a.db");
+    }
+}

@@ -1,0 +1,199 @@
+//! Domain events for Atlas: the [`Envelope`] every event travels in and the
+//! transactional [`outbox`](append): a write inserts its envelope in the same
+//! transaction as the change, so an event exists exactly when its change does.
+//!
+//! This crate owns the `outbox` table (as the `events` module). It knows the
+//! envelope's shape, not what any event means.
+
+use atlas_db::sqlx::{self, AnyConnection, Row};
+use atlas_kernel::Module;
+use include_dir::{include_dir, Dir};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+static MIGRATIONS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
+
+/// Owns the outbox table. Modules that write events depend on it.
+#[derive(Default)]
+pub struct EventsModule;
+
+#[async_trait::async_trait]
+impl Module for EventsModule {
+    fn name(&self) -> &'static str {
+        "events"
+    }
+    fn migrations(&self) -> Result<Vec<atlas_db::Migration>, atlas_db::MigrationError> {
+        atlas_db::migrations_from_dir(self.name(), &MIGRATIONS)
+    }
+}
+
+atlas_kernel::register_module!(EventsModule);
+
+/// What an event is about.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EntityRef {
+    #[serde(rename = "type")]
+    pub entity_type: String,
+    pub id: String,
+    pub collection_id: Option<String>,
+}
+
+/// The envelope of every domain event (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Envelope {
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+    pub occurred_at: String,
+    pub actor_user_id: Option<String>,
+    pub entity: EntityRef,
+    /// State after the change; ids only for deletes.
+    #[schema(value_type = Object)]
+    pub data: Value,
+    pub trace_id: String,
+    pub request_id: String,
+    pub causation_id: Option<String>,
+    /// Position in the log; assigned by the outbox on insert.
+    pub sequence: Option<i64>,
+}
+
+/// Who and what caused an event: taken from the request (or job) at hand.
+#[derive(Debug, Clone)]
+pub struct EventContext {
+    pub actor_user_id: Option<String>,
+    pub request_id: String,
+    pub trace_id: String,
+    pub causation_id: Option<String>,
+}
+
+impl EventContext {
+    pub fn from_request(actor_user_id: Option<String>, req: &atlas_http::RequestContext) -> Self {
+        EventContext {
+            actor_user_id,
+            request_id: req.request_id.clone(),
+            trace_id: req.trace_id.clone(),
+            causation_id: None,
+        }
+    }
+
+    /// Build an envelope for `event_type` about `entity`.
+    pub fn envelope(&self, event_type: &str, entity: EntityRef, data: Value) -> Envelope {
+        Envelope {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            event_type: event_type.to_string(),
+            version: 1,
+            occurred_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor_user_id: self.actor_user_id.clone(),
+            entity,
+            data,
+            trace_id: self.trace_id.clone(),
+            request_id: self.request_id.clone(),
+            causation_id: self.causation_id.clone(),
+            sequence: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// A programming error: an event's data names a secret field.
+    #[error("event {event_type} carries a secret-looking field `{field}`; refusing to write it")]
+    SecretInEvent { event_type: String, field: String },
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+/// Field names that must never appear in an event.
+pub const SECRET_FIELDS: &[&str] = &[
+    "password",
+    "password_hash",
+    "token",
+    "token_hash",
+    "access_token",
+    "refresh_token",
+    "secret",
+];
+
+/// The first secret-looking key anywhere in `value`.
+pub fn find_secret_field(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if SECRET_FIELDS.contains(&k.to_ascii_lowercase().as_str()) {
+                Some(k.clone())
+            } else {
+                find_secret_field(v)
+            }
+        }),
+        Value::Array(items) => items.iter().find_map(find_secret_field),
+        _ => None,
+    }
+}
+
+/// Insert `envelope` into the outbox on `conn` (which should be inside the
+/// transaction that made the change). Returns the assigned sequence.
+pub async fn append(conn: &mut AnyConnection, envelope: &Envelope) -> Result<i64, OutboxError> {
+    if let Some(field) = find_secret_field(&envelope.data) {
+        return Err(OutboxError::SecretInEvent {
+            event_type: envelope.event_type.clone(),
+            field,
+        });
+    }
+    let json = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    let row = sqlx::query(
+        "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING sequence",
+    )
+    .bind(&envelope.event_id)
+    .bind(&envelope.event_type)
+    .bind(&envelope.entity.entity_type)
+    .bind(&envelope.entity.id)
+    .bind(&envelope.entity.collection_id)
+    .bind(&envelope.actor_user_id)
+    .bind(json)
+    .bind(&envelope.occurred_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
+/// Read envelopes from the outbox after `after_sequence`, in order, with
+/// their sequence filled in.
+pub async fn read_after(
+    conn: &mut AnyConnection,
+    after_sequence: i64,
+    limit: i64,
+) -> Result<Vec<Envelope>, OutboxError> {
+    let rows = sqlx::query("SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+        .bind(after_sequence)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let seq: i64 = r.try_get(0)?;
+            let text: String = r.try_get(1)?;
+            let mut env: Envelope = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+            env.sequence = Some(seq);
+            Ok(env)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_found_at_any_depth() {
+        assert_eq!(
+            find_secret_field(&serde_json::json!({"a": {"password_hash": "x"}})).as_deref(),
+            Some("password_hash")
+        );
+        assert_eq!(
+            find_secret_field(&serde_json::json!([{"Token": 1}])).as_deref(),
+            Some("Token")
+        );
+        assert_eq!(find_secret_field(&serde_json::json!({"title": "password tips"})), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! Assembles module routers, the operations endpoints and the middleware
+//! stack into one axum `Router`, and module OpenAPI fragments into one document.
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderValue, Method};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::Router;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::middleware::{self, IpRateLimit};
+
+/// The prefix every module route is mounted under.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// A module's routes together with their OpenAPI paths.
+pub type ModuleRouter = OpenApiRouter;
+
+/// Settings of the HTTP surface (a section of Atlas's configuration).
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub body_limit_bytes: usize,
+    pub request_timeout: Duration,
+    pub cors_allowed_origins: Vec<String>,
+    /// Per-IP requests per second and burst; `None` disables the global limit.
+    pub rate_limit: Option<(u32, u32)>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            cors_allowed_origins: Vec::new(),
+            rate_limit: Some((200, 400)),
+        }
+    }
+}
+
+/// Collects what modules contribute, then builds the application.
+pub struct AppRouterBuilder {
+    api: OpenApiRouter,
+    root: Router,
+    doc: OpenApi,
+}
+
+impl AppRouterBuilder {
+    pub fn new(title: &str, version: &str) -> Self {
+        let doc = OpenApiBuilder::new()
+            .info(InfoBuilder::new().title(title).version(version).build())
+            .components(Some(
+                ComponentsBuilder::new()
+                    .security_scheme(
+                        "bearer",
+                        SecurityScheme::Http(
+                            Http::builder()
+                                .scheme(HttpAuthScheme::Bearer)
+                                .bearer_format("JWT")
+                                .build(),
+                        ),
+                    )
+                    .schema_from::<crate::error::ErrorBody>()
+                    .build(),
+            ))
+            .build();
+        AppRouterBuilder {
+            api: OpenApiRouter::new(),
+            root: Router::new(),
+            doc,
+        }
+    }
+
+    /// Mount a module's routes under `/api/v1`.
+    pub fn api(mut self, routes: ModuleRouter) -> Self {
+        self.api = self.api.merge(routes);
+        self
+    }
+
+    /// Merge an extra OpenAPI fragment (schemas, tags) into the document.
+    pub fn openapi(mut self, fragment: OpenApi) -> Self {
+        self.doc.merge(fragment);
+        self
+    }
+
+    /// Routes served at the root (operations endpoints, the UI).
+    pub fn root(mut self, routes: Router) -> Self {
+        self.root = self.root.merge(routes);
+        self
+    }
+
+    /// The OpenAPI document as it will be served.
+    pub fn build(self, settings: &HttpSettings) -> (Router, OpenApi) {
+        let (api_router, api_doc) = OpenApiRouter::new().nest(API_PREFIX, self.api).split_for_parts();
+        let mut doc = self.doc;
+        doc.merge(api_doc);
+        let router = self
+            .root
+            .merge(api_router)
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
+            .fallback(|| async { ApiError::NotFound("no route matches this path".into()) });
+        (with_middleware(router, settings), doc)
+    }
+}
+
+/// Wrap a router in the standard middleware stack (see [`crate::middleware`]).
+pub fn with_middleware(router: Router, settings: &HttpSettings) -> Router {
+    let mut router = router
+        .layer(DefaultBodyLimit::max(settings.body_limit_bytes))
+        .layer(from_fn_with_state(settings.body_limit_bytes, middleware::body_limit))
+        .layer(from_fn_with_state(settings.request_timeout, middleware::timeout));
+    if let Some((per_second, burst)) = settings.rate_limit {
+        router = router.layer(from_fn_with_state(
+            IpRateLimit::new(per_second, burst),
+            middleware::rate_limit,
+        ));
+    }
+    router
+        .layer(from_fn(middleware::panic_guard))
+        .layer(from_fn(middleware::internal_error_request_id))
+        .layer(from_fn(middleware::error_shape))
+        .layer(cors_layer(&settings.cors_allowed_origins))
+        .layer(from_fn(middleware::request_context))
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers(Any)
+        .expose_headers([
+            axum::http::header::ETAG,
+            axum::http::header::LOCATION,
+            axum::http::HeaderName::from_static("x-request-id"),
+        ]);
+    if origins.iter().any(|o| o == "*") {
+        return layer.allow_origin(Any);
+    }
+    let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    layer.allow_origin(AllowOrigin::list(list))
+}

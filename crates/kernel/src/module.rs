@@ -1,0 +1,93 @@
+//! The `Module` trait and its registration.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use atlas_db::Migration;
+use atlas_http::ModuleRouter;
+
+use crate::context::AppContext;
+
+/// Errors a module returns from its lifecycle hooks.
+pub type ModuleError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A unit of functionality: its tables, routes, consumers and lifecycle.
+///
+/// Modules never call each other's internals; they share small service
+/// traits through [`AppContext::provide`] and talk through events.
+#[async_trait]
+pub trait Module: Send + Sync + 'static {
+    /// Unique, lowercase name; also the migration ledger's module key.
+    fn name(&self) -> &'static str;
+
+    /// Modules that must be initialized and started before this one.
+    fn depends_on(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// This module's migrations, in both SQL dialects.
+    fn migrations(&self) -> Result<Vec<Migration>, atlas_db::MigrationError> {
+        Ok(Vec::new())
+    }
+
+    /// Routes mounted under `/api/v1`, with their OpenAPI paths. Called after
+    /// every module's `init`.
+    fn routes(&self, _ctx: &AppContext) -> Option<ModuleRouter> {
+        None
+    }
+
+    /// Extra OpenAPI content (schemas, tags) beyond what `routes` documents.
+    fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
+        None
+    }
+
+    /// Event consumers this module contributes.
+    fn consumers(&self, _ctx: &AppContext) -> Vec<Arc<dyn Consumer>> {
+        Vec::new()
+    }
+
+    /// Prepare state and provide services to other modules.
+    async fn init(&self, _ctx: &AppContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    /// Begin background work. Runs in dependency order.
+    async fn start(&self, _ctx: &AppContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+
+    /// Finish background work. Runs in reverse dependency order.
+    async fn stop(&self, _ctx: &AppContext) -> Result<(), ModuleError> {
+        Ok(())
+    }
+}
+
+/// A durable event consumer: a name, the event types it wants, a handler.
+#[async_trait]
+pub trait Consumer: Send + Sync + 'static {
+    /// Durable name (its offset and dead letters are kept under it).
+    fn name(&self) -> &str;
+    /// Event types it handles; empty means all.
+    fn event_types(&self) -> &[&'static str];
+    /// Handle one event envelope (JSON). An error means "retry later".
+    async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError>;
+}
+
+/// A compiled-in module, collected with `inventory`.
+pub struct ModuleRegistration {
+    pub factory: fn() -> Arc<dyn Module>,
+}
+
+inventory::collect!(ModuleRegistration);
+
+/// Register a module type (which must implement `Default`) with the kernel.
+#[macro_export]
+macro_rules! register_module {
+    ($ty:ty) => {
+        $crate::inventory::submit! {
+            $crate::ModuleRegistration {
+                factory: || ::std::sync::Arc::new(<$ty as ::std::default::Default>::default()),
+            }
+        }
+    };
+}

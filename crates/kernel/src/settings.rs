@@ -1,0 +1,620 @@
+//! Layered configuration.
+//!
+//! Later layers win: built-in defaults → `atlas.toml` (or `--config FILE`) →
+//! `atlas.{profile}.toml` → `.env` → `ATLAS_*` environment variables
+//! (`ATLAS_DATABASE__URL` sets `database.url`) → CLI flags. Every secret
+//! `x` may instead be given as `x_file` (`ATLAS_AUTH__JWT_SECRET_FILE`),
+//! naming a file whose content is the secret.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::Figment;
+use serde::{Deserialize, Serialize, Serializer};
+
+pub use atlas_telemetry::TelemetrySettings;
+
+/// A secret string: never printed, never serialized in clear.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// Deployment profile; selects `atlas.{profile}.toml` and strictness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Local,
+    Staging,
+    Production,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::Local => "local",
+            Profile::Staging => "staging",
+            Profile::Production => "production",
+        }
+    }
+}
+
+/// What a process runs: everything, only the HTTP API, or only background work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+    pub fn runs_workers(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+}
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub profile: Profile,
+    /// Where embedded mode keeps its database and generated secrets.
+    pub data_dir: PathBuf,
+    pub server: ServerSettings,
+    pub database: DatabaseConfig,
+    pub auth: AuthSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    pub role: Role,
+    /// Largest accepted request body.
+    pub body_limit_bytes: usize,
+    pub request_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_allowed_origins: Vec<String>,
+    /// Global per-IP limit; 0 disables it.
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; defaults to `sqlite://{data_dir}/atlas.db`.
+    pub url: Option<Secret>,
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    /// Apply pending migrations when `atlas serve` starts.
+    pub auto_migrate: bool,
+    pub busy_timeout_ms: u64,
+}
+
+/// JWT signing algorithm; pinned: tokens with any other `alg` are refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum JwtAlgorithm {
+    #[default]
+    HS256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub jwt_algorithm: JwtAlgorithm,
+    /// HS256 key. In `local`/`staging` a random one is generated and kept
+    /// in `{data_dir}/jwt.secret` when absent; `production` requires it.
+    pub jwt_secret: Option<Secret>,
+    pub jwt_secret_file: Option<PathBuf>,
+    /// EdDSA keys (PEM), for `jwt_algorithm = "EdDSA"`.
+    pub jwt_private_key_file: Option<PathBuf>,
+    pub jwt_public_key_file: Option<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_days: u64,
+    /// A Casbin policy CSV replacing the built-in role policy.
+    pub policy_file: Option<PathBuf>,
+    /// Login/register attempts allowed per minute per client IP.
+    pub login_per_ip_per_minute: u32,
+    /// Failed logins allowed per minute per account.
+    pub login_per_account_per_minute: u32,
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            profile: Profile::Local,
+            data_dir: PathBuf::from("atlas-data"),
+            server: ServerSettings::default(),
+            database: DatabaseConfig::default(),
+            auth: AuthSettings::default(),
+            telemetry: TelemetrySettings::default(),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            role: Role::All,
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 10,
+            cors_allowed_origins: Vec::new(),
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 2000,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: None,
+            url_file: None,
+            max_connections: 16,
+            auto_migrate: true,
+            busy_timeout_ms: 5000,
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            jwt_algorithm: JwtAlgorithm::HS256,
+            jwt_secret: None,
+            jwt_secret_file: None,
+            jwt_private_key_file: None,
+            jwt_public_key_file: None,
+            issuer: "atlas".into(),
+            audience: "atlas-api".into(),
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_days: 30,
+            policy_file: None,
+            login_per_ip_per_minute: 60,
+            login_per_account_per_minute: 10,
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+/// A configuration error; always names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("cannot read configuration file {path}: {message}")]
+    File { path: String, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &str, message: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The configuration key this error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::File { .. } => None,
+        }
+    }
+}
+
+/// Where settings come from. `Default` reads the working directory and the
+/// process environment; tests pass their own directory and variables.
+#[derive(Debug, Clone, Default)]
+pub struct SettingsSource {
+    /// Directory holding `atlas.toml`, `atlas.{profile}.toml` and `.env`.
+    pub dir: PathBuf,
+    /// Explicit config file (`--config`); must exist when given.
+    pub config_file: Option<PathBuf>,
+    /// Environment variables (only `ATLAS_*` are read).
+    pub env: Vec<(String, String)>,
+    /// CLI flags, as `section.key` → value; the last layer.
+    pub overrides: Vec<(String, Value)>,
+}
+
+impl SettingsSource {
+    /// The working directory and the real process environment.
+    pub fn from_process() -> Self {
+        SettingsSource {
+            dir: PathBuf::from("."),
+            config_file: None,
+            env: std::env::vars().collect(),
+            overrides: Vec::new(),
+        }
+    }
+
+    pub fn with_override(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.overrides.push((key.to_string(), value.into()));
+        self
+    }
+}
+
+impl Settings {
+    /// Load, merge, resolve `_file` secrets and validate.
+    pub fn load(source: &SettingsSource) -> Result<Settings, ConfigError> {
+        let dotenv = read_dotenv(&source.dir.join(".env"))?;
+        let profile_key = |pairs: &[(String, String)]| {
+            pairs
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "ATLAS_PROFILE")
+                .map(|(_, v)| v.clone())
+        };
+        let profile_name = source
+            .overrides
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "profile")
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+            .or_else(|| profile_key(&source.env))
+            .or_else(|| profile_key(&dotenv))
+            .unwrap_or_else(|| "local".into());
+        if !["local", "staging", "production"].contains(&profile_name.as_str()) {
+            return Err(ConfigError::invalid(
+                "profile",
+                format!("unknown profile `{profile_name}`; expected local, staging or production"),
+            ));
+        }
+
+        let base_file = match &source.config_file {
+            Some(f) => {
+                if !f.is_file() {
+                    return Err(ConfigError::File {
+                        path: f.display().to_string(),
+                        message: "no such file".into(),
+                    });
+                }
+                f.clone()
+            }
+            None => source.dir.join("atlas.toml"),
+        };
+        let profile_file = base_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(format!("atlas.{profile_name}.toml"));
+
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(Toml::file(&base_file))
+            .merge(Toml::file(&profile_file))
+            .merge(Serialized::defaults(env_dict(&dotenv)))
+            .merge(Serialized::defaults(env_dict(&source.env)));
+        for (key, value) in &source.overrides {
+            figment = figment.merge(Serialized::default(key, value.clone()));
+        }
+        let mut settings: Settings = figment.extract().map_err(figment_error)?;
+        settings.resolve_secret_files()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        resolve_file(&mut self.database.url, &self.database.url_file, "database.url")?;
+        resolve_file(&mut self.auth.jwt_secret, &self.auth.jwt_secret_file, "auth.jwt_secret")?;
+        Ok(())
+    }
+
+    /// Checks beyond types; each error names its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        if s.body_limit_bytes < 1024 {
+            return Err(ConfigError::invalid("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if s.request_timeout_secs == 0 {
+            return Err(ConfigError::invalid(
+                "server.request_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid("database.max_connections", "must be at least 1"));
+        }
+        let url = self.database_url();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::invalid(
+                "database.url",
+                format!("`{}` is neither sqlite:// nor postgres://", atlas_db::redact_url(&url)),
+            ));
+        }
+        let a = &self.auth;
+        if a.access_token_ttl_secs == 0 {
+            return Err(ConfigError::invalid("auth.access_token_ttl_secs", "must be at least 1"));
+        }
+        if a.issuer.is_empty() {
+            return Err(ConfigError::invalid("auth.issuer", "must not be empty"));
+        }
+        if a.audience.is_empty() {
+            return Err(ConfigError::invalid("auth.audience", "must not be empty"));
+        }
+        if a.argon2_memory_kib < 8 * a.argon2_parallelism.max(1) || a.argon2_iterations == 0 {
+            return Err(ConfigError::invalid(
+                "auth.argon2_memory_kib",
+                "argon2 parameters are out of range",
+            ));
+        }
+        if let Some(secret) = &a.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::invalid("auth.jwt_secret", "must be at least 32 bytes"));
+            }
+        }
+        if a.jwt_algorithm == JwtAlgorithm::EdDSA
+            && (a.jwt_private_key_file.is_none() || a.jwt_public_key_file.is_none())
+        {
+            return Err(ConfigError::invalid(
+                "auth.jwt_private_key_file",
+                "EdDSA needs jwt_private_key_file and jwt_public_key_file",
+            ));
+        }
+        if self.profile == Profile::Production {
+            if a.jwt_algorithm == JwtAlgorithm::HS256 && a.jwt_secret.is_none() {
+                return Err(ConfigError::invalid(
+                    "auth.jwt_secret",
+                    "the production profile needs an explicit JWT secret (auth.jwt_secret or auth.jwt_secret_file)",
+                ));
+            }
+            if let Some(path) = self.sqlite_path() {
+                if is_temporary(&path) {
+                    return Err(ConfigError::invalid(
+                        "database.url",
+                        format!(
+                            "the production profile refuses a SQLite database in a temporary directory ({})",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured database URL, or the embedded default.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.expose().to_string(),
+            None => format!("sqlite://{}", self.data_dir.join("atlas.db").display()),
+        }
+    }
+
+    /// The file of a SQLite database URL.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+        Some(PathBuf::from(rest.split('?').next().unwrap_or_default()))
+    }
+
+    pub fn http(&self) -> atlas_http::HttpSettings {
+        let s = &self.server;
+        atlas_http::HttpSettings {
+            body_limit_bytes: s.body_limit_bytes,
+            request_timeout: Duration::from_secs(s.request_timeout_secs),
+            cors_allowed_origins: s.cors_allowed_origins.clone(),
+            rate_limit: (s.rate_limit_per_second > 0)
+                .then_some((s.rate_limit_per_second, s.rate_limit_burst.max(s.rate_limit_per_second))),
+        }
+    }
+
+    pub fn database(&self) -> atlas_db::DatabaseSettings {
+        atlas_db::DatabaseSettings {
+            url: self.database_url(),
+            max_connections: self.database.max_connections,
+            busy_timeout: Duration::from_millis(self.database.busy_timeout_ms),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut copy = self.clone();
+        // Show where the database is without leaking a password in the URL.
+        copy.database.url = Some(Secret::new(atlas_db::redact_url(&self.database_url())));
+        toml_string(&copy)
+    }
+}
+
+fn toml_string(settings: &Settings) -> String {
+    // `Secret` serializes as "[redacted]"; the URL above is already redacted,
+    // so print it by hand in place of its placeholder.
+    let value = serde_json::to_value(settings).unwrap_or_default();
+    let url = settings
+        .database
+        .url
+        .as_ref()
+        .map(|u| u.expose().to_string())
+        .unwrap_or_default();
+    let mut out = String::new();
+    if let Some(obj) = value.as_object() {
+        for (k, v) in obj.iter().filter(|(_, v)| !v.is_object()) {
+            out.push_str(&format!("{k} = {}\n", toml_value(v)));
+        }
+        for (section, v) in obj.iter().filter(|(_, v)| v.is_object()) {
+            out.push_str(&format!("\n[{section}]\n"));
+            for (k, v) in v.as_object().into_iter().flatten() {
+                if v.is_null() {
+                    out.push_str(&format!("# {k} is not set\n"));
+                } else if section == "database" && k == "url" {
+                    out.push_str(&format!(
+                        "{k} = {}\n",
+                        toml_value(&serde_json::Value::String(url.clone()))
+                    ));
+                } else {
+                    out.push_str(&format!("{k} = {}\n", toml_value(v)));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn toml_value(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(toml_value).collect::<Vec<_>>().join(", "))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn resolve_file(value: &mut Option<Secret>, file: &Option<PathBuf>, key: &str) -> Result<(), ConfigError> {
+    let Some(path) = file else { return Ok(()) };
+    if value.is_some() {
+        return Err(ConfigError::invalid(
+            key,
+            format!("both `{key}` and `{key}_file` are set; choose one"),
+        ));
+    }
+    let content = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::invalid(&format!("{key}_file"), format!("cannot read {}: {e}", path.display())))?;
+    let content = content.trim_end_matches(['\n', '\r']).to_string();
+    if content.is_empty() {
+        return Err(ConfigError::invalid(
+            &format!("{key}_file"),
+            format!("{} is empty", path.display()),
+        ));
+    }
+    *value = Some(Secret(content));
+    Ok(())
+}
+
+fn is_temporary(path: &Path) -> bool {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let temp = std::env::temp_dir();
+    absolute.starts_with(&temp)
+        || absolute.starts_with("/tmp")
+        || absolute.starts_with("/var/tmp")
+        || absolute.starts_with("/dev/shm")
+        || path.as_os_str() == ":memory:"
+}
+
+fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    let iter = dotenvy::from_path_iter(path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    iter.map(|item| {
+        item.map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    })
+    .collect()
+}
+
+/// `ATLAS_SERVER__BIND=…` → `{server: {bind: …}}`, values parsed like figment's
+/// `Env` provider (numbers, booleans, arrays).
+fn env_dict(pairs: &[(String, String)]) -> Dict {
+    let mut root = Dict::new();
+    for (name, raw) in pairs {
+        let Some(rest) = name.strip_prefix("ATLAS_") else {
+            continue;
+        };
+        if rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+        if path.iter().any(String::is_empty) {
+            continue;
+        }
+        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+        insert_path(&mut root, &path, value);
+    }
+    root
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
+    match path {
+        [] => {}
+        [last] => {
+            dict.insert(last.clone(), value);
+        }
+        [head, rest @ ..] => {
+            let entry = dict
+                .entry(head.clone())
+                .or_insert_with(|| Value::from(BTreeMap::<String, Value>::new()));
+            if let Value::Dict(_, inner) = entry {
+                insert_path(inner, rest, value);
+            } else {
+                let mut inner = Dict::new();
+                insert_path(&mut inner, rest, value);
+                *entry = Value::from(inner);
+            }
+        }
+    }
+}
+
+fn figment_error(err: figment::Error) -> ConfigError {
+    let key = if err.path.is_empty() {
+        match &err.kind {
+            figment::error::Kind::UnknownField(field, _) => field.clone(),
+            _ => "configuration".to_string(),
+        }
+    } else {
+        let mut path = err.path.join(".");
+        if let figment::error::Kind::UnknownField(field, _) = &err.kind {
+            path = format!("{path}.{field}");
+        }
+        path
+    };
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| format!(" (from {})", m.name))
+        .unwrap_or_default();
+    ConfigError::Invalid {
+        key,
+        message: format!("{}{source}", err.kind),
+    }
+}

@@ -1,0 +1,148 @@
+//! Logging and metrics for Atlas.
+//!
+//! Logs are pretty on a terminal and JSON when configured (or when stdout is
+//! not a terminal and the format is `auto`); every line inside a request
+//! carries the request span's `request_id` and `trace_id`. Metrics are
+//! recorded with the `metrics` facade and rendered in the Prometheus text
+//! format; names follow `atlas_<area>_<noun>_<unit>`.
+
+use std::io::IsTerminal;
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Pretty on a terminal, JSON otherwise.
+    #[default]
+    Auto,
+    Pretty,
+    Json,
+}
+
+/// The `telemetry` section of the configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `atlas=debug,sqlx=warn`.
+    pub log_level: String,
+    /// OTLP collector endpoint for traces. Recorded in the configuration;
+    /// trace export is not built yet, so setting it only logs a warning.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        TelemetrySettings {
+            log_format: LogFormat::Auto,
+            log_level: "info".into(),
+            otlp_endpoint: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("telemetry.log_level: {0}")]
+    Filter(String),
+}
+
+/// Install the global log subscriber. `RUST_LOG`, when set, wins over
+/// `telemetry.log_level`. Calling it twice is harmless (the first wins).
+pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(v) if !v.is_empty() => EnvFilter::try_new(v),
+        _ => EnvFilter::try_new(&settings.log_level),
+    }
+    .map_err(|e| TelemetryError::Filter(e.to_string()))?;
+    let json = match settings.log_format {
+        LogFormat::Json => true,
+        LogFormat::Pretty => false,
+        LogFormat::Auto => !std::io::stdout().is_terminal(),
+    };
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = if json {
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
+            .try_init()
+    } else {
+        registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .try_init()
+    };
+    if result.is_ok() {
+        if let Some(endpoint) = &settings.otlp_endpoint {
+            tracing::warn!(%endpoint, "telemetry.otlp_endpoint is set but OTLP trace export is not available in this build");
+        }
+    }
+    Ok(())
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process-wide Prometheus recorder (installed on first use). `None`
+/// only if another metrics recorder was installed first.
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ])
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .as_ref()
+}
+
+/// Render all metrics in the Prometheus text format.
+pub fn render_metrics() -> String {
+    prometheus().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Whether a metric name follows the `atlas_<area>_<noun>[_<unit>]` convention.
+pub fn is_conventional_metric_name(name: &str) -> bool {
+    let mut parts = name.split('_');
+    parts.next() == Some("atlas")
+        && name.split('_').count() >= 3
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        && !name.contains("__")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_name_convention() {
+        assert!(is_conventional_metric_name("atlas_http_requests_total"));
+        assert!(!is_conventional_metric_name("http_requests_total"));
+        assert!(!is_conventional_metric_name("atlas_Http_x"));
+        assert!(!is_conventional_metric_name("atlas_x"));
+    }
+
+    #[test]
+    fn recorded_metrics_are_rendered() {
+        assert!(prometheus().is_some());
+        metrics::counter!("atlas_test_events_total").increment(3);
+        assert!(render_metrics().contains("atlas_test_events_total 3"));
+    }
+}

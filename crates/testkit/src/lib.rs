@@ -1,0 +1,130 @@
+//! Test support: every test gets its own database.
+//!
+//! PostgreSQL tests run whenever `ATLAS_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) is reachable; each test
+//! creates a database named `atlas_test_<uuid>` and drops it afterwards. With
+//! `ATLAS_REQUIRE_SERVICES=1` an unreachable server fails the test instead of
+//! skipping it, so CI cannot pass by silently skipping.
+
+use sqlx::{Connection, Executor};
+
+/// A database backend under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database that is removed on drop.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: TestBackend,
+    /// Keeps the SQLite directory alive.
+    pub dir: tempfile::TempDir,
+    pg_admin: Option<(String, String)>,
+}
+
+fn admin_url() -> String {
+    std::env::var("ATLAS_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Whether unreachable services must fail tests.
+pub fn services_required() -> bool {
+    std::env::var("ATLAS_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v == "true")
+}
+
+impl TestDatabase {
+    /// A SQLite database file in a new temporary directory.
+    pub fn sqlite() -> TestDatabase {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("atlas.db").display());
+        TestDatabase {
+            url,
+            backend: TestBackend::Sqlite,
+            dir,
+            pg_admin: None,
+        }
+    }
+
+    /// A new PostgreSQL database, or `None` when the server is unreachable
+    /// and services are not required (the test is then skipped, loudly).
+    pub async fn postgres() -> Option<TestDatabase> {
+        let admin = admin_url();
+        let mut conn = match sqlx::PgConnection::connect(&admin).await {
+            Ok(c) => c,
+            Err(e) => {
+                if services_required() {
+                    panic!("ATLAS_REQUIRE_SERVICES=1 but PostgreSQL at {admin} is unreachable: {e}");
+                }
+                eprintln!("SKIPPED: PostgreSQL at {admin} is unreachable ({e})");
+                return None;
+            }
+        };
+        let name = format!("atlas_test_{}", uuid::Uuid::now_v7().simple());
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        let _ = conn.close().await;
+        let base = admin
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .unwrap_or(admin.clone());
+        Some(TestDatabase {
+            url: format!("{base}/{name}"),
+            backend: TestBackend::Postgres,
+            dir: tempfile::tempdir().expect("temp dir"),
+            pg_admin: Some((admin, name)),
+        })
+    }
+
+    /// The database for `backend` (`None`: skipped Postgres).
+    pub async fn new(backend: TestBackend) -> Option<TestDatabase> {
+        match backend {
+            TestBackend::Sqlite => Some(TestDatabase::sqlite()),
+            TestBackend::Postgres => TestDatabase::postgres().await,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some((admin, name)) = self.pg_admin.take() else {
+            return;
+        };
+        // Drop from a separate thread with its own runtime: Drop may run
+        // inside (or outside) an async context.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// Run the same async test body against both backends.
+#[macro_export]
+macro_rules! both_backends {
+    ($(#[$meta:meta])* $name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            $(#[$meta])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                $body($crate::TestBackend::Sqlite).await
+            }
+            $(#[$meta])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                $body($crate::TestBackend::Postgres).await
+            }
+        }
+    };
+}

@@ -1,0 +1,241 @@
+//! The item: its fields, limits and storage.
+
+use atlas_db::sqlx::{self, any::AnyRow, AnyConnection, Row};
+use atlas_events::EntityRef;
+use atlas_http::ApiError;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
+
+pub const TITLE_MAX_CHARS: usize = 500;
+pub const BODY_MAX_BYTES: usize = 1024 * 1024;
+pub const URL_MAX_BYTES: usize = 2048;
+pub const TAG_MAX_CHARS: usize = 64;
+pub const TAGS_MAX: usize = 32;
+pub const METADATA_MAX_BYTES: usize = 64 * 1024;
+
+/// An item in a collection.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct Item {
+    pub id: String,
+    pub collection_id: String,
+    #[schema(example = "Rust async book")]
+    pub title: String,
+    pub body: Option<String>,
+    #[schema(example = "https://rust-lang.github.io/async-book/")]
+    pub source_url: Option<String>,
+    /// Trimmed, lower-cased, unique; at most 32.
+    pub tags: Vec<String>,
+    #[schema(value_type = Object)]
+    pub metadata: Map<String, Value>,
+    /// Starts at 1, +1 per update; sent as `ETag` and checked by `If-Match`.
+    pub version: i64,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+    /// `indexed` once search has indexed this version. This build has no
+    /// search indexer, so items stay `pending`.
+    #[schema(example = "pending")]
+    pub index_status: &'static str,
+}
+
+pub(crate) const ITEM_COLUMNS: &str =
+    "id, collection_id, title, body, source_url, tags, metadata, version, created_by, created_at, updated_at";
+
+impl Item {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
+        let tags: String = row.try_get("tags")?;
+        let metadata: String = row.try_get("metadata")?;
+        Ok(Item {
+            id: row.try_get("id")?,
+            collection_id: row.try_get("collection_id")?,
+            title: row.try_get("title")?,
+            body: row.try_get("body")?,
+            source_url: row.try_get("source_url")?,
+            tags: serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            version: row.try_get("version")?,
+            created_by: row.try_get("created_by")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            index_status: "pending",
+        })
+    }
+
+    /// Event data: the item's state after the change.
+    pub(crate) fn event_data(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(obj) = v.as_object_mut() {
+            obj.remove("index_status");
+        }
+        v
+    }
+
+    pub(crate) fn entity(&self) -> EntityRef {
+        item_entity(&self.id, &self.collection_id)
+    }
+}
+
+pub(crate) fn item_entity(id: &str, collection_id: &str) -> EntityRef {
+    EntityRef {
+        entity_type: "item".into(),
+        id: id.into(),
+        collection_id: Some(collection_id.into()),
+    }
+}
+
+pub(crate) fn deleted_data(id: &str, collection_id: &str) -> Value {
+    json!({"id": id, "collection_id": collection_id})
+}
+
+pub(crate) fn check_title(title: &str) -> Result<String, ApiError> {
+    let t = title.trim();
+    let n = t.chars().count();
+    if n == 0 {
+        return Err(ApiError::validation("title", "title must not be empty"));
+    }
+    if n > TITLE_MAX_CHARS {
+        return Err(ApiError::validation(
+            "title",
+            format!("title must be at most {TITLE_MAX_CHARS} characters"),
+        ));
+    }
+    Ok(t.to_string())
+}
+
+pub(crate) fn check_body(body: Option<String>) -> Result<Option<String>, ApiError> {
+    match body {
+        Some(b) if b.len() > BODY_MAX_BYTES => Err(ApiError::validation("body", "body must be at most 1 MiB of UTF-8")),
+        other => Ok(other),
+    }
+}
+
+pub(crate) fn check_source_url(url: Option<String>) -> Result<Option<String>, ApiError> {
+    let Some(raw) = url else { return Ok(None) };
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let bad = || ApiError::validation("source_url", "source_url must be an absolute http(s) URL");
+    if raw.len() > URL_MAX_BYTES {
+        return Err(ApiError::validation(
+            "source_url",
+            format!("source_url must be at most {URL_MAX_BYTES} bytes"),
+        ));
+    }
+    let parsed = url::Url::parse(raw).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(bad());
+    }
+    Ok(Some(parsed.to_string()))
+}
+
+/// Trim, lower-case and de-duplicate (keeping first-seen order); each 1–64
+/// characters, at most 32 after de-duplication.
+pub(crate) fn normalize_tags(tags: &[String]) -> Result<Vec<String>, ApiError> {
+    let mut out: Vec<String> = Vec::new();
+    for t in tags {
+        let t = t.trim().to_lowercase();
+        let n = t.chars().count();
+        if n == 0 {
+            return Err(ApiError::validation("tags", "tags must not be blank"));
+        }
+        if n > TAG_MAX_CHARS {
+            return Err(ApiError::validation(
+                "tags",
+                format!("each tag must be at most {TAG_MAX_CHARS} characters"),
+            ));
+        }
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    if out.len() > TAGS_MAX {
+        return Err(ApiError::validation(
+            "tags",
+            format!("an item has at most {TAGS_MAX} tags"),
+        ));
+    }
+    Ok(out)
+}
+
+pub(crate) fn check_metadata(metadata: Option<Value>) -> Result<Map<String, Value>, ApiError> {
+    match metadata {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(map)) => {
+            let size = serde_json::to_vec(&map).map(|v| v.len()).unwrap_or(usize::MAX);
+            if size > METADATA_MAX_BYTES {
+                return Err(ApiError::validation(
+                    "metadata",
+                    "metadata must be at most 64 KiB as JSON",
+                ));
+            }
+            Ok(map)
+        }
+        Some(_) => Err(ApiError::validation("metadata", "metadata must be a JSON object")),
+    }
+}
+
+/// Replace an item's tag associations.
+pub(crate) async fn store_tags(
+    conn: &mut AnyConnection,
+    collection_id: &str,
+    item_id: &str,
+    tags: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM item_tags WHERE item_id = $1")
+        .bind(item_id)
+        .execute(&mut *conn)
+        .await?;
+    for name in tags {
+        let row = sqlx::query(
+            "INSERT INTO tags (id, collection_id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (collection_id, name) DO UPDATE SET name = excluded.name RETURNING id",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(collection_id)
+        .bind(name)
+        .fetch_one(&mut *conn)
+        .await?;
+        let tag_id: String = row.try_get(0)?;
+        sqlx::query("INSERT INTO item_tags (item_id, tag_id) VALUES ($1, $2)")
+            .bind(item_id)
+            .bind(tag_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_normalized() {
+        let t = normalize_tags(&[" Rust ".into(), "rust".into(), "Go".into()]).unwrap();
+        assert_eq!(t, ["rust", "go"]);
+        assert!(normalize_tags(&["  ".into()]).is_err());
+        assert!(normalize_tags(&["x".repeat(65)]).is_err());
+        let many: Vec<String> = (0..33).map(|i| format!("t{i}")).collect();
+        assert!(normalize_tags(&many).is_err());
+        let dupes: Vec<String> = (0..40).map(|i| format!("t{}", i % 32)).collect();
+        assert_eq!(normalize_tags(&dupes).unwrap().len(), 32);
+    }
+
+    #[test]
+    fn urls_and_titles() {
+        assert!(check_source_url(Some("ftp://x.org".into())).is_err());
+        assert!(check_source_url(Some("not a url".into())).is_err());
+        assert_eq!(
+            check_source_url(Some("https://example.org/a".into()))
+                .unwrap()
+                .as_deref(),
+            Some("https://example.org/a")
+        );
+        assert!(check_title("   ").is_err());
+        assert!(check_title(&"é".repeat(500)).is_ok());
+        assert!(check_title(&"é".repeat(501)).is_err());
+        assert!(check_metadata(Some(json!([1]))).is_err());
+    }
+}

@@ -1,0 +1,317 @@
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use atlas_db::{Database, Migrator};
+use atlas_kernel::{Atlas, ModuleRegistry, Role, Settings, SettingsSource};
+use clap::{Parser, Subcommand};
+
+/// Atlas: collections of items with role-based sharing, events, audit,
+/// search, jobs and rules, in one binary.
+#[derive(Parser, Debug)]
+#[command(name = "atlas", version, about)]
+struct Cli {
+    /// Configuration file (default: ./atlas.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Profile: local, staging or production (also ATLAS_PROFILE).
+    #[arg(long, global = true)]
+    profile: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// What this process runs.
+        #[arg(long, value_enum)]
+        role: Option<RoleArg>,
+        /// Address to listen on, e.g. 127.0.0.1:8080.
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Database migrations.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print the OpenAPI document.
+    Openapi,
+    /// Manage users.
+    #[cfg(feature = "identity")]
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum RoleArg {
+    All,
+    Api,
+    Worker,
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCommand {
+    /// List pending migrations.
+    Plan,
+    /// Apply pending migrations.
+    Up,
+    /// Create a new migration for a module, in both SQL dialects.
+    Generate { module: String, name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration, secrets redacted.
+    Show,
+}
+
+#[cfg(feature = "identity")]
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user; the password is read from stdin or prompted for.
+    Create {
+        email: String,
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Set a new password (read from stdin or prompted for); signs the user out everywhere.
+    ResetPassword { email: String },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_settings(cli: &Cli, overrides: Vec<(&str, String)>) -> anyhow::Result<Settings> {
+    let mut source = SettingsSource::from_process();
+    source.config_file = cli.config.clone();
+    if let Some(p) = &cli.profile {
+        source = source.with_override("profile", p.clone());
+    }
+    for (k, v) in overrides {
+        source = source.with_override(k, v);
+    }
+    Ok(Settings::load(&source)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve { role, bind } => {
+            let mut overrides = Vec::new();
+            if let Some(r) = role {
+                let r = match r {
+                    RoleArg::All => "all",
+                    RoleArg::Api => "api",
+                    RoleArg::Worker => "worker",
+                };
+                overrides.push(("server.role", r.to_string()));
+            }
+            if let Some(b) = bind {
+                overrides.push(("server.bind", b.clone()));
+            }
+            let settings = load_settings(&cli, overrides)?;
+            atlas_telemetry::init_logging(&settings.telemetry)?;
+            serve(settings).await
+        }
+        Command::Migrate { command } => {
+            if let MigrateCommand::Generate { module, name } = command {
+                return generate_migration(Path::new("."), module, name);
+            }
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let registry = ModuleRegistry::discover()?;
+            let migrations = registry.migrations()?;
+            let db = Database::connect(&settings.database()).await?;
+            let migrator = Migrator::new(&db);
+            match command {
+                MigrateCommand::Plan => {
+                    let pending = migrator.plan(&migrations).await?;
+                    if pending.is_empty() {
+                        println!("up to date ({} migrations applied)", migrations.len());
+                    }
+                    for m in pending {
+                        println!("pending  {:<12} {} {}", m.module, m.version, m.name);
+                    }
+                }
+                MigrateCommand::Up => {
+                    let applied = migrator.up(&migrations).await?;
+                    if applied.is_empty() {
+                        println!("up to date ({} migrations applied)", migrations.len());
+                    }
+                    for m in applied {
+                        println!("applied  {:<12} {} {}", m.module, m.version, m.name);
+                    }
+                }
+                MigrateCommand::Generate { .. } => {}
+            }
+            db.close().await;
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Show,
+        } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            print!("{}", settings.to_redacted_toml());
+            Ok(())
+        }
+        Command::Openapi => {
+            let dir = tempdir_for("openapi")?;
+            let mut settings = load_settings(&cli, Vec::new())?;
+            settings.data_dir = dir.clone();
+            settings.database.url = Some(atlas_kernel::Secret::new(format!(
+                "sqlite://{}",
+                dir.join("openapi.db").display()
+            )));
+            settings.server.role = Role::All;
+            let atlas = Atlas::build(settings, ModuleRegistry::discover()?).await?;
+            let (_, doc) = atlas.router();
+            let text = doc.to_pretty_json().context("serializing the OpenAPI document")?;
+            atlas.context().db().close().await;
+            let _ = std::fs::remove_dir_all(&dir);
+            println!("{text}");
+            Ok(())
+        }
+        #[cfg(feature = "identity")]
+        Command::User { command } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let atlas = Atlas::build(settings, ModuleRegistry::discover()?).await?;
+            let users = atlas_identity::UserAdmin::new(atlas.context())?;
+            match command {
+                UserCommand::Create {
+                    email,
+                    admin,
+                    display_name,
+                } => {
+                    let password = read_password("password for the new user")?;
+                    let user = users
+                        .create_user(email, &password, display_name.as_deref(), *admin)
+                        .await?;
+                    println!(
+                        "created user {} <{}>{}",
+                        user.id,
+                        user.email,
+                        if user.is_admin { " (admin)" } else { "" }
+                    );
+                }
+                UserCommand::ResetPassword { email } => {
+                    let password = read_password("new password")?;
+                    users.reset_password(email, &password).await?;
+                    println!(
+                        "password of <{}> reset; existing sessions were revoked",
+                        email.trim().to_lowercase()
+                    );
+                }
+            }
+            atlas.context().db().close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let bind = settings.server.bind;
+    let atlas = Atlas::build(settings, ModuleRegistry::discover()?).await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
+    atlas.run(listener, atlas_kernel::shutdown_signal()).await?;
+    Ok(())
+}
+
+fn init_cli_logging() {
+    let settings = atlas_telemetry::TelemetrySettings {
+        log_level: "warn".into(),
+        ..Default::default()
+    };
+    let _ = atlas_telemetry::init_logging(&settings);
+}
+
+#[cfg(feature = "identity")]
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(format!("{prompt}: "))?;
+        let again = rpassword::prompt_password("again: ")?;
+        if first != again {
+            bail!("the passwords differ");
+        }
+        first
+    } else {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        s.trim_end_matches(['\n', '\r']).to_string()
+    };
+    Ok(password)
+}
+
+fn tempdir_for(what: &str) -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "atlas-{what}-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Create `<root>/{modules,crates}/<module>/migrations/{sqlite,postgres}/<UTC timestamp>_<name>.sql`.
+fn generate_migration(root: &Path, module: &str, name: &str) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        bail!("migration name `{name}` must be lowercase letters, digits and underscores");
+    }
+    let dir = ["modules", "crates"]
+        .iter()
+        .map(|base| root.join(base).join(module))
+        .find(|d| d.join("Cargo.toml").is_file())
+        .with_context(|| format!("no module `{module}` under modules/ or crates/ (run this from the workspace root)"))?
+        .join("migrations");
+    let version = chrono::Utc::now().format("%Y%m%d%H%M%S").to_string();
+    for dialect in ["sqlite", "postgres"] {
+        let d = dir.join(dialect);
+        std::fs::create_dir_all(&d)?;
+        if let Some(existing) = std::fs::read_dir(&d)?
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with(&version))
+        {
+            bail!(
+                "{} already exists for this second; try again",
+                existing.path().display()
+            );
+        }
+        let file = d.join(format!("{version}_{name}.sql"));
+        std::fs::write(&file, format!("-- {module}: {name} ({dialect})\n"))?;
+        println!("created {}", file.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! Links the business modules selected by cargo features into the binary.
+//! Each module registers itself with the kernel through `inventory`; naming
+//! the crate here is what makes the linker keep that registration.
+
+#[cfg(feature = "collections")]
+use atlas_collections as _;
+use atlas_events as _;
+#[cfg(feature = "identity")]
+use atlas_identity as _;
+#[cfg(feature = "items")]
+use atlas_items as _;

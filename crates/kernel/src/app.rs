@@ -29,6 +29,11 @@ impl Atlas {
     /// Connect, migrate (unless `database.auto_migrate` is off) and `init`
     /// every module in order.
     pub async fn build(mut settings: Settings, registry: ModuleRegistry) -> Result<Atlas, KernelError> {
+        // Install the metrics recorder before anything records, so no early
+        // sample is lost to the no-op default recorder.
+        if atlas_telemetry::prometheus().is_none() {
+            tracing::warn!("another metrics recorder is installed; /metrics will be empty");
+        }
         let server_secret = resolve_secrets(&mut settings)?;
         let db = Database::connect(&settings.database()).await?;
         let migrations = Arc::new(registry.migrations()?);

@@ -128,3 +128,91 @@ macro_rules! both_backends {
         }
     };
 }
+
+/// A running Atlas on 127.0.0.1:0 with its own database and data directory.
+pub struct TestServer {
+    pub base_url: String,
+    pub client: reqwest::Client,
+    pub database: TestDatabase,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<Result<(), atlas_kernel::KernelError>>>,
+}
+
+/// Settings for tests: fresh data dir and database, cheap password hashing,
+/// no global rate limit.
+pub fn test_settings(database: &TestDatabase, data_dir: &std::path::Path) -> atlas_kernel::Settings {
+    let mut s = atlas_kernel::Settings::default();
+    s.data_dir = data_dir.to_path_buf();
+    s.database.url = Some(atlas_kernel::Secret::new(database.url.clone()));
+    s.database.max_connections = 8;
+    s.server.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    s.server.rate_limit_per_second = 0;
+    s.auth.argon2_memory_kib = 256;
+    s.auth.argon2_iterations = 1;
+    s.auth.login_per_ip_per_minute = 10_000;
+    s.auth.login_per_account_per_minute = 10_000;
+    s
+}
+
+impl TestServer {
+    /// Start the modules of `registry` on `backend` (`None`: Postgres skipped).
+    /// `configure` may adjust the settings before start.
+    pub async fn start(
+        backend: TestBackend,
+        registry: atlas_kernel::ModuleRegistry,
+        configure: impl FnOnce(&mut atlas_kernel::Settings),
+    ) -> Option<TestServer> {
+        let database = TestDatabase::new(backend).await?;
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = test_settings(&database, data_dir.path());
+        configure(&mut settings);
+        let atlas = atlas_kernel::Atlas::build(settings, registry)
+            .await
+            .expect("atlas builds");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = tokio::spawn(atlas.run(listener, async move {
+            let _ = rx.await;
+        }));
+        Some(TestServer {
+            base_url,
+            client: reqwest::Client::new(),
+            database,
+            data_dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Trigger graceful shutdown; returns once the server has stopped.
+    pub async fn stop(mut self) -> Result<(), atlas_kernel::KernelError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.handle.take() {
+            Some(h) => h.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Begin shutdown without waiting (for in-flight request tests).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Wait for a shutdown started by [`begin_shutdown`](Self::begin_shutdown).
+    pub async fn wait(mut self) -> Result<(), atlas_kernel::KernelError> {
+        match self.handle.take() {
+            Some(h) => h.await.expect("server task"),
+            None => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+CREATE TABLE alpha_notes (id TEXT PRIMARY KEY, body TEXT NOT NULL);

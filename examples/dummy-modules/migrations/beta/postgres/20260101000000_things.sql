@@ -1,0 +1,1 @@
+CREATE TABLE beta_things (id TEXT PRIMARY KEY);

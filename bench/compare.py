@@ -578,7 +578,7 @@ class PocketBaseServer(Server):
         ids_file.write_text("\n".join(ids) + "\n")
         q = urllib.parse.urlencode({
             "perPage": 20, "skipTotal": 1,
-            "filter": "collection_ref='bench-read'", "sort": "-created",
+            "filter": "collection_ref='bench-read'", "sort": "created",
         })
         return Target(
             auth=auth,

@@ -602,11 +602,7 @@ fn figment_error(err: figment::Error) -> ConfigError {
             _ => "configuration".to_string(),
         }
     } else {
-        let mut path = err.path.join(".");
-        if let figment::error::Kind::UnknownField(field, _) = &err.kind {
-            path = format!("{path}.{field}");
-        }
-        path
+        err.path.join(".")
     };
     let source = err
         .metadata

@@ -1,0 +1,15 @@
+//! HTTP tests of the whole application (identity, collections, items and
+//! the outbox), each run against SQLite and PostgreSQL.
+
+// Link the modules so their registrations are present in this binary.
+use atlas_collections as _;
+use atlas_events as _;
+use atlas_identity as _;
+use atlas_items as _;
+
+mod auth;
+mod collections;
+mod helpers;
+mod items;
+mod outbox;
+mod rbac;

@@ -1,0 +1,272 @@
+//! The `atlas` binary: serve and shut down, migrate, config, openapi, users.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atlas_testkit::{both_backends, TestBackend, TestDatabase};
+
+fn atlas(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_atlas"));
+    cmd.current_dir(dir);
+    cmd.env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn stdout_of(mut cmd: Command) -> String {
+    let out = cmd.output().expect("run atlas");
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn version_and_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.arg("--version");
+        c
+    });
+    assert_eq!(v.trim(), format!("atlas {}", env!("CARGO_PKG_VERSION")));
+}
+
+async fn migrate_plan_and_up(backend: TestBackend) {
+    let Some(db) = TestDatabase::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ATLAS_DATABASE__URL", db.url.as_str())];
+    let run = |sub: &str| {
+        let mut c = atlas(dir.path(), &env);
+        c.args(["migrate", sub]);
+        stdout_of(c)
+    };
+    let plan = run("plan");
+    for module in ["events", "identity", "collections", "items"] {
+        assert!(
+            plan.lines().any(|l| l.starts_with("pending") && l.contains(module)),
+            "{plan}"
+        );
+    }
+    let up = run("up");
+    assert_eq!(
+        up.lines().filter(|l| l.starts_with("applied")).count(),
+        plan.lines().count(),
+        "{up}"
+    );
+    assert!(run("plan").starts_with("up to date"));
+    assert!(run("up").starts_with("up to date"), "up is idempotent");
+}
+both_backends!(migrate_commands, migrate_plan_and_up);
+
+#[test]
+fn migrate_generate_creates_both_dialects() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("modules/widgets")).unwrap();
+    std::fs::write(dir.path().join("modules/widgets/Cargo.toml"), "").unwrap();
+    let out = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["migrate", "generate", "widgets", "add_colour"]);
+        c
+    });
+    for dialect in ["sqlite", "postgres"] {
+        let files: Vec<_> = std::fs::read_dir(dir.path().join(format!("modules/widgets/migrations/{dialect}")))
+            .unwrap()
+            .flatten()
+            .collect();
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().to_string_lossy().to_string();
+        assert!(
+            name.ends_with("_add_colour.sql") && name.len() == "20261123000000_add_colour.sql".len(),
+            "{name}"
+        );
+        assert!(out.contains(&name));
+    }
+    let bad = atlas(dir.path(), &[])
+        .args(["migrate", "generate", "nope", "x"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no module `nope`"));
+}
+
+#[test]
+fn config_show_redacts_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "s3cret-s3cret-s3cret-s3cret-s3cret-!";
+    let out = stdout_of({
+        let mut c = atlas(
+            dir.path(),
+            &[
+                ("ATLAS_AUTH__JWT_SECRET", secret),
+                ("ATLAS_SERVER__BIND", "127.0.0.1:9123"),
+            ],
+        );
+        c.args(["config", "show"]);
+        c
+    });
+    assert!(out.contains("bind = \"127.0.0.1:9123\""), "{out}");
+    assert!(!out.contains(secret));
+    assert!(out.contains("jwt_secret = \"[redacted]\""));
+
+    let bad = atlas(dir.path(), &[("ATLAS_SERVER__BIND", "nowhere")])
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("`server.bind`"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+
+    let prod = atlas(dir.path(), &[("ATLAS_PROFILE", "production")])
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!prod.status.success());
+    assert!(String::from_utf8_lossy(&prod.stderr).contains("`auth.jwt_secret`"));
+}
+
+#[test]
+fn openapi_prints_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.arg("openapi");
+        c
+    });
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/api/v1/auth/register",
+        "/api/v1/collections/{id}/items",
+        "/api/v1/items/{id}",
+        "/api/v1/collections/{id}/members/{user_id}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "missing {path}");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert!(!dir.path().join("atlas-data").exists(), "openapi leaves no data behind");
+}
+
+#[tokio::test]
+async fn user_create_and_reset_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+    ];
+    let with_stdin = |args: &[&str], input: &str| {
+        let mut child = atlas(dir.path(), &env)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = with_stdin(&["user", "create", "Root@Example.org", "--admin"], "first-password\n");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("<root@example.org> (admin)"));
+    let again = with_stdin(&["user", "create", "root@example.org"], "first-password\n");
+    assert!(!again.status.success());
+    let short = with_stdin(&["user", "create", "x@example.org"], "short\n");
+    assert!(String::from_utf8_lossy(&short.stderr).contains("password must be 8 to 256 characters"));
+    let reset = with_stdin(&["user", "reset-password", "root@example.org"], "second-password\n");
+    assert!(reset.status.success(), "{}", String::from_utf8_lossy(&reset.stderr));
+
+    // The server sees the admin with the new password.
+    let (mut child, base) = serve(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let login = |pw: &'static str| {
+        client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": "root@example.org", "password": pw}))
+            .send()
+    };
+    assert_eq!(login("first-password").await.unwrap().status(), 401);
+    let ok: serde_json::Value = login("second-password").await.unwrap().json().await.unwrap();
+    assert_eq!(ok["user"]["is_admin"], true);
+    stop(&mut child);
+}
+
+/// Start `atlas serve` on a free port; returns once `/ready` is 200.
+fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bind = format!("127.0.0.1:{port}");
+    let child = atlas(dir, env)
+        .args(["serve", "--bind", &bind])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://{bind}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http_status(&format!("{base}/ready")) {
+            if r == 200 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "atlas serve did not become ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, base)
+}
+
+fn stop(child: &mut std::process::Child) -> Duration {
+    let started = Instant::now();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGINT: {status}");
+    started.elapsed()
+}
+
+#[test]
+fn serve_starts_embedded_and_stops_on_sigint_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = serve(dir.path(), &[]);
+    assert!(
+        dir.path().join("atlas-data/atlas.db").exists(),
+        "embedded mode creates ./atlas-data"
+    );
+    for path in ["/health", "/ready", "/metrics", "/openapi.json", "/docs/"] {
+        assert_eq!(http_status(&format!("{base}{path}")).unwrap(), 200, "{path}");
+    }
+    let took = stop(&mut child);
+    assert!(took < Duration::from_secs(1), "stopped in {took:?}");
+}
+
+/// The status of a blocking GET over plain HTTP/1.1 (enough for probes from
+/// synchronous tests).
+fn http_status(url: &str) -> std::io::Result<u16> {
+    use std::io::Read;
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let mut s = std::net::TcpStream::connect(host)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    buf.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status"))
+}

@@ -1,4 +1,3 @@
-use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -256,6 +255,7 @@ fn init_cli_logging() {
 
 #[cfg(feature = "identity")]
 fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::{IsTerminal, Read};
     let password = if std::io::stdin().is_terminal() {
         let first = rpassword::prompt_password(format!("{prompt}: "))?;
         let again = rpassword::prompt_password("again: ")?;

@@ -151,7 +151,50 @@ fn openapi_prints_the_document() {
         assert!(doc["paths"].get(path).is_some(), "missing {path}");
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every reference resolves, so generated clients compile.
+    let mut refs = Vec::new();
+    collect_refs(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected ref {r}"));
+        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {r}");
+    }
+    // Every operation documents its error responses with the error schema.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let errors: Vec<_> = op["responses"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .filter(|(code, _)| code.starts_with('4'))
+                .collect();
+            assert!(!errors.is_empty(), "{method} {path} documents no error response");
+            for (code, resp) in errors {
+                assert_eq!(
+                    resp["content"]["application/json"]["schema"]["$ref"], "#/components/schemas/ErrorBody",
+                    "{method} {path} {code}"
+                );
+            }
+        }
+    }
     assert!(!dir.path().join("atlas-data").exists(), "openapi leaves no data behind");
+}
+
+fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v) {
+                    ("$ref", serde_json::Value::String(r)) => out.push(r.clone()),
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+        _ => {}
+    }
 }
 
 #[tokio::test]

@@ -137,6 +137,16 @@ where
     }
 }
 
+/// For PATCH bodies: tells "absent" (`None`) from "explicitly null"
+/// (`Some(None)`). Use with `#[serde(default, deserialize_with = "double_option")]`.
+pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    T: serde::Deserialize<'de>,
+    D: serde::Deserializer<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::field_from_serde_message;
@@ -153,14 +163,4 @@ mod tests {
         );
         assert_eq!(field_from_serde_message("invalid type: integer"), "body");
     }
-}
-
-/// For PATCH bodies: tells "absent" (`None`) from "explicitly null"
-/// (`Some(None)`). Use with `#[serde(default, deserialize_with = "double_option")]`.
-pub fn double_option<'de, T, D>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
-where
-    T: serde::Deserialize<'de>,
-    D: serde::Deserializer<'de>,
-{
-    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }

@@ -142,8 +142,10 @@ pub struct TestServer {
 /// Settings for tests: fresh data dir and database, cheap password hashing,
 /// no global rate limit.
 pub fn test_settings(database: &TestDatabase, data_dir: &std::path::Path) -> atlas_kernel::Settings {
-    let mut s = atlas_kernel::Settings::default();
-    s.data_dir = data_dir.to_path_buf();
+    let mut s = atlas_kernel::Settings {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
     s.database.url = Some(atlas_kernel::Secret::new(database.url.clone()));
     s.database.max_connections = 8;
     s.server.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));

@@ -130,8 +130,10 @@ pub struct ListItemsQuery {
     /// Only items with this tag.
     tag: Option<String>,
     /// created_at (default), updated_at or title.
+    #[param(inline)]
     sort: Option<SortKey>,
     /// asc (default) or desc.
+    #[param(inline)]
     order: Option<SortOrder>,
     /// 1–200, default 50.
     limit: Option<i64>,

@@ -14,7 +14,7 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn new(name: &'static str, deps: &'static [&'static str], log: &Arc<Mutex<Vec<String>>>) -> Arc<dyn Module> {
+    fn module(name: &'static str, deps: &'static [&'static str], log: &Arc<Mutex<Vec<String>>>) -> Arc<dyn Module> {
         Arc::new(Recorder {
             name,
             deps,
@@ -56,11 +56,11 @@ impl Module for Recorder {
 fn order_is_topological_with_ties_by_name() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let registry = ModuleRegistry::from_modules(vec![
-        Recorder::new("zeta", &[], &log),
-        Recorder::new("items", &["collections"], &log),
-        Recorder::new("collections", &["identity"], &log),
-        Recorder::new("identity", &[], &log),
-        Recorder::new("audit", &["items"], &log),
+        Recorder::module("zeta", &[], &log),
+        Recorder::module("items", &["collections"], &log),
+        Recorder::module("collections", &["identity"], &log),
+        Recorder::module("identity", &[], &log),
+        Recorder::module("audit", &["items"], &log),
     ])
     .unwrap();
     assert_eq!(registry.names(), ["identity", "collections", "items", "audit", "zeta"]);
@@ -69,7 +69,7 @@ fn order_is_topological_with_ties_by_name() {
 #[test]
 fn a_missing_dependency_names_both_modules() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let err = ModuleRegistry::from_modules(vec![Recorder::new("search", &["items"], &log)]).unwrap_err();
+    let err = ModuleRegistry::from_modules(vec![Recorder::module("search", &["items"], &log)]).unwrap_err();
     assert!(
         matches!(&err, KernelError::MissingDependency { module, dependency } if module == "search" && dependency == "items")
     );
@@ -80,10 +80,10 @@ fn a_missing_dependency_names_both_modules() {
 fn a_cycle_names_its_modules() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let err = ModuleRegistry::from_modules(vec![
-        Recorder::new("a", &["c"], &log),
-        Recorder::new("b", &["a"], &log),
-        Recorder::new("c", &["b"], &log),
-        Recorder::new("free", &[], &log),
+        Recorder::module("a", &["c"], &log),
+        Recorder::module("b", &["a"], &log),
+        Recorder::module("c", &["b"], &log),
+        Recorder::module("free", &[], &log),
     ])
     .unwrap_err();
     match err {
@@ -95,8 +95,8 @@ fn a_cycle_names_its_modules() {
 #[test]
 fn a_module_registered_twice_is_refused() {
     let log = Arc::new(Mutex::new(Vec::new()));
-    let err =
-        ModuleRegistry::from_modules(vec![Recorder::new("a", &[], &log), Recorder::new("a", &[], &log)]).unwrap_err();
+    let err = ModuleRegistry::from_modules(vec![Recorder::module("a", &[], &log), Recorder::module("a", &[], &log)])
+        .unwrap_err();
     assert!(matches!(err, KernelError::DuplicateModule(ref n) if n == "a"));
 }
 
@@ -104,9 +104,9 @@ fn a_module_registered_twice_is_refused() {
 async fn init_start_and_stop_run_in_order_and_stop_reverses() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let registry = ModuleRegistry::from_modules(vec![
-        Recorder::new("b", &["a"], &log),
-        Recorder::new("a", &[], &log),
-        Recorder::new("c", &[], &log),
+        Recorder::module("b", &["a"], &log),
+        Recorder::module("a", &[], &log),
+        Recorder::module("c", &[], &log),
     ])
     .unwrap();
     let server = TestServer::start(TestBackend::Sqlite, registry, |_| {}).await.unwrap();
@@ -128,7 +128,7 @@ async fn a_failing_init_is_a_startup_error_naming_the_module() {
         log: log.clone(),
         fail_init: true,
     });
-    let registry = ModuleRegistry::from_modules(vec![Recorder::new("a", &[], &log), failing]).unwrap();
+    let registry = ModuleRegistry::from_modules(vec![Recorder::module("a", &[], &log), failing]).unwrap();
     let db = atlas_testkit::TestDatabase::sqlite();
     let dir = tempfile::tempdir().unwrap();
     let settings = atlas_testkit::test_settings(&db, dir.path());

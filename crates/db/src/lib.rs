@@ -11,9 +11,11 @@
 
 mod migrate;
 mod pool;
+mod write;
 
 pub use migrate::{migrations_from_dir, Migration, MigrationError, MigrationStatus, Migrator};
 pub use pool::{redact_url, Backend, Database, DatabaseSettings};
+pub use write::WriteTx;
 
 /// sqlx re-exported so modules use the same version.
 pub use sqlx;

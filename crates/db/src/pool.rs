@@ -5,6 +5,9 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 
+use std::sync::Arc;
+
+use crate::write::{GroupCommit, WriteTx};
 use crate::DbError;
 
 /// Which database a `Database` talks to.
@@ -41,11 +44,21 @@ pub struct DatabaseSettings {
 /// `SQLITE_BUSY` from deferred transactions racing to upgrade their locks.
 /// Reads use a separate pool (WAL lets them run beside the writer).
 /// On PostgreSQL both are the same pool.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Database {
     reader: AnyPool,
     writer: AnyPool,
     backend: Backend,
+    /// SQLite only: the group-commit write path.
+    group: Option<Arc<GroupCommit>>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Database {
@@ -99,6 +112,7 @@ impl Database {
                 .await?;
             Ok(Database {
                 reader,
+                group: Some(GroupCommit::new(writer.clone())),
                 writer,
                 backend: Backend::Sqlite,
             })
@@ -113,6 +127,7 @@ impl Database {
                 reader: pool.clone(),
                 writer: pool,
                 backend: Backend::Postgres,
+                group: None,
             })
         } else {
             Err(DbError::InvalidUrl(format!(
@@ -136,9 +151,13 @@ impl Database {
         &self.writer
     }
 
-    /// Begin a write transaction.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        self.writer.begin().await
+    /// Begin a write transaction (on SQLite, a member of a group commit;
+    /// see [`WriteTx`]).
+    pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
+        match &self.group {
+            Some(group) => group.begin().await,
+            None => Ok(WriteTx::plain(self.writer.begin().await?)),
+        }
     }
 
     /// A trivial round trip, for readiness checks.

@@ -176,34 +176,62 @@ pub(crate) fn check_metadata(metadata: Option<Value>) -> Result<Map<String, Valu
     }
 }
 
-/// Replace an item's tag associations.
+/// Replace an item's tag associations: two statements whatever the number
+/// of tags (plus one delete when replacing), since they run while the single
+/// write connection is held.
 pub(crate) async fn store_tags(
     conn: &mut AnyConnection,
     collection_id: &str,
     item_id: &str,
     tags: &[String],
+    replace: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM item_tags WHERE item_id = $1")
-        .bind(item_id)
-        .execute(&mut *conn)
-        .await?;
-    for name in tags {
-        let row = sqlx::query(
-            "INSERT INTO tags (id, collection_id, name) VALUES ($1, $2, $3)
-             ON CONFLICT (collection_id, name) DO UPDATE SET name = excluded.name RETURNING id",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(collection_id)
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
-        let tag_id: String = row.try_get(0)?;
-        sqlx::query("INSERT INTO item_tags (item_id, tag_id) VALUES ($1, $2)")
+    if replace {
+        sqlx::query("DELETE FROM item_tags WHERE item_id = $1")
             .bind(item_id)
-            .bind(tag_id)
             .execute(&mut *conn)
             .await?;
     }
+    if tags.is_empty() {
+        return Ok(());
+    }
+    // Placeholders are numbered in order of first appearance (SQLite binds
+    // `$n` by position of first use): ($1, $2, $3), ($4, $2, $5), …
+    let mut values = Vec::with_capacity(tags.len());
+    let mut next = 3;
+    for i in 0..tags.len() {
+        if i == 0 {
+            values.push("($1, $2, $3)".to_string());
+            next = 4;
+        } else {
+            values.push(format!("(${next}, $2, ${})", next + 1));
+            next += 2;
+        }
+    }
+    let sql = format!(
+        "INSERT INTO tags (id, collection_id, name) VALUES {} ON CONFLICT (collection_id, name) DO NOTHING",
+        values.join(", ")
+    );
+    let mut upsert = sqlx::query(&sql);
+    for (i, name) in tags.iter().enumerate() {
+        upsert = upsert.bind(uuid::Uuid::now_v7().to_string());
+        if i == 0 {
+            upsert = upsert.bind(collection_id);
+        }
+        upsert = upsert.bind(name);
+    }
+    upsert.execute(&mut *conn).await?;
+
+    let names: Vec<String> = (0..tags.len()).map(|i| format!("${}", i + 3)).collect();
+    let sql = format!(
+        "INSERT INTO item_tags (item_id, tag_id) SELECT $1, id FROM tags WHERE collection_id = $2 AND name IN ({})",
+        names.join(", ")
+    );
+    let mut link = sqlx::query(&sql).bind(item_id).bind(collection_id);
+    for name in tags {
+        link = link.bind(name);
+    }
+    link.execute(&mut *conn).await?;
     Ok(())
 }
 

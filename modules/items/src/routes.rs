@@ -289,7 +289,7 @@ async fn create_item(
         sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::not_found("collection"),
         other => db_err(other),
     })?;
-    model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags)
+    model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags, false)
         .await
         .map_err(db_err)?;
     let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
@@ -474,7 +474,7 @@ async fn update_item(
         return Err(version_mismatch(loaded_version + 1));
     }
     if tags_changed {
-        model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags)
+        model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags, true)
             .await
             .map_err(db_err)?;
     }

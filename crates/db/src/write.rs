@@ -1,0 +1,281 @@
+//! Write transactions, with group commit on SQLite.
+//!
+//! SQLite has one writer, and every commit appends each page it touched to
+//! the WAL. Under concurrent writes Atlas therefore commits them in groups:
+//! the first writer opens a transaction, each later writer that arrives
+//! while the group is open runs inside it under its own savepoint, and the
+//! group commits once when no writer is waiting (or it is full). A writer's
+//! `commit()` returns only after the group's `COMMIT`, with its result, so a
+//! caller never reports success for data that is not durable. A writer that
+//! fails or is dropped rolls back to its savepoint; the others are unaffected.
+//!
+//! On PostgreSQL a [`WriteTx`] is a plain transaction.
+
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Executor};
+use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
+
+/// Writers in one group at most.
+const MAX_GROUP: usize = 64;
+/// How long a writer that left its group open waits before committing it
+/// itself (if the writer expected next never came, e.g. it was cancelled).
+const GROUP_WATCHDOG: Duration = Duration::from_millis(5);
+
+type GroupResult = Result<(), Arc<sqlx::Error>>;
+
+/// Shared state of the SQLite write path.
+pub(crate) struct GroupCommit {
+    pool: AnyPool,
+    state: Arc<Mutex<GroupState>>,
+    /// Writers waiting for the lock (they will join the open group).
+    waiting: AtomicUsize,
+}
+
+#[derive(Default)]
+struct GroupState {
+    conn: Option<PoolConnection<Any>>,
+    /// `BEGIN` was issued and not yet committed.
+    open: bool,
+    /// Counts groups, so a watchdog only commits the group it belongs to.
+    generation: u64,
+    /// Writers of the open group whose savepoints were released.
+    members: Vec<oneshot::Sender<GroupResult>>,
+    /// A writer was dropped mid-transaction: undo it before anything else.
+    pending_undo: Option<Undo>,
+}
+
+#[derive(Clone, Copy)]
+enum Undo {
+    /// Roll back to and release the writer's savepoint.
+    Savepoint,
+    /// The writer opened the group alone: roll the whole transaction back.
+    Transaction,
+}
+
+impl GroupCommit {
+    pub(crate) fn new(pool: AnyPool) -> Arc<Self> {
+        Arc::new(GroupCommit {
+            pool,
+            state: Arc::new(Mutex::new(GroupState::default())),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    pub(crate) async fn begin(self: &Arc<Self>) -> Result<WriteTx, sqlx::Error> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.state.clone().lock_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        undo_pending(&mut guard).await?;
+        if guard.conn.is_none() {
+            guard.conn = Some(self.pool.acquire().await?);
+        }
+        let savepoint = if guard.open {
+            conn(&mut guard).execute("SAVEPOINT atlas_writer").await?;
+            true
+        } else {
+            conn(&mut guard).execute("BEGIN").await?;
+            guard.open = true;
+            guard.generation += 1;
+            false
+        };
+        Ok(WriteTx {
+            inner: Inner::Group {
+                group: self.clone(),
+                guard: Some(guard),
+                savepoint,
+            },
+        })
+    }
+
+    /// Commit the open group (if still `generation`) and tell its members.
+    async fn flush(guard: &mut GroupState, generation: Option<u64>) {
+        if !guard.open || generation.is_some_and(|g| g != guard.generation) {
+            return;
+        }
+        let result = match undo_pending(guard).await {
+            Ok(()) if guard.open => conn(guard).execute("COMMIT").await.map(|_| ()),
+            Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let result: GroupResult = match result {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The group is lost; make sure nothing of it lingers.
+                let _ = conn(guard).execute("ROLLBACK").await;
+                Err(Arc::new(e))
+            }
+        };
+        guard.open = false;
+        guard.conn = None; // back to the pool, so other users of the writer pool get a turn
+        for member in guard.members.drain(..) {
+            let _ = member.send(result.clone());
+        }
+    }
+}
+
+fn conn(guard: &mut GroupState) -> &mut AnyConnection {
+    // `begin` puts a connection in before any statement runs.
+    guard
+        .conn
+        .as_deref_mut()
+        .unwrap_or_else(|| unreachable!("write connection is present while a writer runs"))
+}
+
+async fn undo_pending(guard: &mut GroupState) -> Result<(), sqlx::Error> {
+    match guard.pending_undo.take() {
+        None => Ok(()),
+        Some(Undo::Savepoint) => {
+            conn(guard).execute("ROLLBACK TO SAVEPOINT atlas_writer").await?;
+            conn(guard).execute("RELEASE SAVEPOINT atlas_writer").await?;
+            Ok(())
+        }
+        Some(Undo::Transaction) => {
+            conn(guard).execute("ROLLBACK").await?;
+            guard.open = false;
+            guard.conn = None;
+            Ok(())
+        }
+    }
+}
+
+/// A write transaction. Use it as a connection (`&mut *tx`); finish with
+/// [`commit`](WriteTx::commit). Dropping it rolls its changes back.
+pub struct WriteTx {
+    inner: Inner,
+}
+
+enum Inner {
+    /// `None` once committed.
+    Plain(Option<sqlx::Transaction<'static, Any>>),
+    Group {
+        group: Arc<GroupCommit>,
+        guard: Option<OwnedMutexGuard<GroupState>>,
+        savepoint: bool,
+    },
+}
+
+impl WriteTx {
+    pub(crate) fn plain(tx: sqlx::Transaction<'static, Any>) -> Self {
+        WriteTx {
+            inner: Inner::Plain(Some(tx)),
+        }
+    }
+
+    /// Commit; on SQLite, returns once the group holding this write committed.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        match &mut self.inner {
+            Inner::Plain(tx) => match tx.take() {
+                Some(tx) => tx.commit().await,
+                None => Ok(()),
+            },
+            Inner::Group {
+                group,
+                guard,
+                savepoint,
+            } => {
+                let (group, savepoint) = (group.clone(), *savepoint);
+                let Some(mut guard) = guard.take() else { return Ok(()) };
+                if savepoint {
+                    if let Err(e) = conn(&mut guard).execute("RELEASE SAVEPOINT atlas_writer").await {
+                        guard.pending_undo = Some(Undo::Savepoint);
+                        return Err(e);
+                    }
+                }
+                let (tx, rx) = oneshot::channel();
+                guard.members.push(tx);
+                let generation = guard.generation;
+                if group.waiting.load(Ordering::SeqCst) == 0 || guard.members.len() >= MAX_GROUP {
+                    GroupCommit::flush(&mut guard, None).await;
+                    drop(guard);
+                } else {
+                    drop(guard);
+                }
+                wait_for_group(&group, rx, generation).await
+            }
+        }
+    }
+}
+
+async fn wait_for_group(
+    group: &Arc<GroupCommit>,
+    mut rx: oneshot::Receiver<GroupResult>,
+    generation: u64,
+) -> Result<(), sqlx::Error> {
+    loop {
+        match tokio::time::timeout(GROUP_WATCHDOG, &mut rx).await {
+            Ok(Ok(result)) => return result.map_err(|e| sqlx::Error::Protocol(format!("group commit failed: {e}"))),
+            Ok(Err(_)) => return Err(sqlx::Error::Protocol("group commit was abandoned".into())),
+            Err(_) => {
+                // Nobody committed our group yet: do it ourselves.
+                let mut guard = group.state.clone().lock_owned().await;
+                GroupCommit::flush(&mut guard, Some(generation)).await;
+            }
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        let Inner::Group {
+            group,
+            guard,
+            savepoint,
+        } = &mut self.inner
+        else {
+            return;
+        };
+        let Some(mut guard) = guard.take() else { return };
+        guard.pending_undo = Some(if *savepoint { Undo::Savepoint } else { Undo::Transaction });
+        drop(guard);
+        // Undo now rather than at the next write, so a lone failed writer
+        // does not keep SQLite's write lock.
+        let group = group.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let mut guard = group.state.clone().lock_owned().await;
+                if undo_pending(&mut guard).await.is_err() {
+                    let _ = conn(&mut guard).execute("ROLLBACK").await;
+                    guard.open = false;
+                    guard.conn = None;
+                }
+                if guard.open && !guard.members.is_empty() && group.waiting.load(Ordering::SeqCst) == 0 {
+                    GroupCommit::flush(&mut guard, None).await;
+                }
+            });
+        }
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.inner {
+            Inner::Plain(tx) => tx
+                .as_deref()
+                .unwrap_or_else(|| unreachable!("a live WriteTx holds its transaction")),
+            Inner::Group { guard, .. } => guard
+                .as_ref()
+                .and_then(|g| g.conn.as_deref())
+                .unwrap_or_else(|| unreachable!("a live WriteTx holds the connection")),
+        }
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.inner {
+            Inner::Plain(tx) => tx
+                .as_deref_mut()
+                .unwrap_or_else(|| unreachable!("a live WriteTx holds its transaction")),
+            Inner::Group { guard, .. } => guard
+                .as_mut()
+                .and_then(|g| g.conn.as_deref_mut())
+                .unwrap_or_else(|| unreachable!("a live WriteTx holds the connection")),
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Write transactions under concurrency: on SQLite they commit in groups;
+//! each writer's outcome must still be its own.
+
+use std::time::Duration;
+
+use atlas_db::sqlx::{self, Row};
+use atlas_db::{Database, DatabaseSettings};
+use atlas_testkit::{both_backends, TestBackend, TestDatabase};
+
+async fn setup(backend: TestBackend) -> Option<(TestDatabase, Database)> {
+    let test_db = TestDatabase::new(backend).await?;
+    let db = Database::connect(&DatabaseSettings {
+        url: test_db.url.clone(),
+        max_connections: 8,
+        busy_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    sqlx::query("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    Some((test_db, db))
+}
+
+async fn count(db: &Database) -> i64 {
+    sqlx::query("SELECT COUNT(*) FROM notes")
+        .fetch_one(db.reader())
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn concurrent_writers_keep_their_own_outcome(backend: TestBackend) {
+    let Some((_guard, db)) = setup(backend).await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..200i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tx = db.begin().await?;
+            sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                .bind(i)
+                .bind("first")
+                .execute(&mut *tx)
+                .await?;
+            // Every fifth writer fails after its first statement (a duplicate key).
+            if i % 5 == 0 {
+                sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                    .bind(i)
+                    .bind("again")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // Every seventh gives up without committing.
+            if i % 7 == 0 {
+                return Ok::<bool, sqlx::Error>(false);
+            }
+            tx.commit().await?;
+            Ok(true)
+        }));
+    }
+    let mut committed = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if let Ok(true) = t.await.unwrap() {
+            committed.push(i as i64);
+        }
+    }
+    let expected: Vec<i64> = (0..200).filter(|i| i % 5 != 0 && i % 7 != 0).collect();
+    assert_eq!(committed, expected);
+    let rows: Vec<i64> = sqlx::query("SELECT id FROM notes ORDER BY id")
+        .fetch_all(db.reader())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, expected, "exactly the committed writers' rows exist");
+    db.close().await;
+}
+both_backends!(concurrent_writers, concurrent_writers_keep_their_own_outcome);
+
+async fn an_abandoned_writer_releases_the_write_lock(backend: TestBackend) {
+    let Some((_guard, db)) = setup(backend).await else {
+        return;
+    };
+    {
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("INSERT INTO notes (id, body) VALUES (1, 'gone')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // Dropped without commit.
+    }
+    // The next writer is not blocked and the dropped write is gone.
+    let mut tx = tokio::time::timeout(Duration::from_secs(5), db.begin())
+        .await
+        .expect("not blocked")
+        .unwrap();
+    sqlx::query("INSERT INTO notes (id, body) VALUES (2, 'kept')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+    // A cancelled writer (its future dropped mid-transaction) is undone too.
+    let db2 = db.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = db2.begin().await.unwrap();
+        sqlx::query("INSERT INTO notes (id, body) VALUES (3, 'cancelled')")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        tx.commit().await.unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    task.abort();
+    let _ = task.await;
+    let mut tx = tokio::time::timeout(Duration::from_secs(5), db.begin())
+        .await
+        .expect("not blocked")
+        .unwrap();
+    sqlx::query("INSERT INTO notes (id, body) VALUES (4, 'after')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let ids: Vec<i64> = sqlx::query("SELECT id FROM notes ORDER BY id")
+        .fetch_all(db.reader())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, [2, 4]);
+    // Other users of the write pool get their turn between groups.
+    sqlx::query("INSERT INTO notes (id, body) VALUES (5, 'direct')")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    assert_eq!(count(&db).await, 3);
+    db.close().await;
+}
+both_backends!(abandoned_writers, an_abandoned_writer_releases_the_write_lock);

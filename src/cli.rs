@@ -44,6 +44,16 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Dead letters: events a consumer gave up on.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// The event log.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Manage users.
     #[cfg(feature = "identity")]
     User {
@@ -67,6 +77,39 @@ enum MigrateCommand {
     Up,
     /// Create a new migration for a module, in both SQL dialects.
     Generate { module: String, name: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List dead letters, oldest first.
+    List {
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+    /// Deliver dead letters again (the running server's consumers pick them up).
+    Replay {
+        /// The dead letter's id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter not replayed yet.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Delete dead letters.
+    Purge {
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EventsCommand {
+    /// Print envelopes (one JSON line each) as they commit, until interrupted.
+    Tail {
+        /// Only events of this type, e.g. ItemCreated.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -173,6 +216,56 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        Command::Dlq { command } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let db = Database::connect(&settings.database()).await?;
+            match command {
+                DlqCommand::List { consumer } => {
+                    let letters = atlas_events::dlq::list(&db, consumer.as_deref()).await?;
+                    if letters.is_empty() {
+                        println!("no dead letters");
+                    }
+                    for d in letters {
+                        let state = match (&d.replayed_at, &d.replay_requested_at) {
+                            (Some(_), _) => "replayed",
+                            (None, Some(_)) => "replay-requested",
+                            _ => "dead",
+                        };
+                        println!(
+                            "{}  {:<16} {:<16} {:<22} seq={} attempts={} {}  error: {}",
+                            d.id, state, d.consumer, d.event_type, d.sequence, d.attempts, d.created_at, d.last_error
+                        );
+                    }
+                }
+                DlqCommand::Replay { id, all } => {
+                    let n = atlas_events::dlq::request_replay(&db, if *all { None } else { id.as_deref() }).await?;
+                    if n == 0 && !*all {
+                        bail!(
+                            "no dead letter {} waiting for replay",
+                            id.as_deref().unwrap_or_default()
+                        );
+                    }
+                    println!("{n} dead letter(s) queued for replay");
+                }
+                DlqCommand::Purge { consumer } => {
+                    let n = atlas_events::dlq::purge(&db, consumer.as_deref()).await?;
+                    println!("{n} dead letter(s) deleted");
+                }
+            }
+            db.close().await;
+            Ok(())
+        }
+        Command::Events {
+            command: EventsCommand::Tail { event_type },
+        } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let db = Database::connect(&settings.database()).await?;
+            tail_events(&db, event_type.as_deref()).await?;
+            db.close().await;
+            Ok(())
+        }
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -243,6 +336,38 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {bind} (server.bind)"))?;
     atlas.run(listener, atlas_kernel::shutdown_signal()).await?;
     Ok(())
+}
+
+/// Follow the outbox from its current end, printing each new envelope.
+async fn tail_events(db: &Database, event_type: Option<&str>) -> anyhow::Result<()> {
+    use atlas_db::sqlx::{self, Row};
+    use std::io::Write;
+    let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
+        .fetch_one(db.reader())
+        .await?
+        .try_get(0)?;
+    let mut after = head.unwrap_or(0);
+    let mut stdout = std::io::stdout();
+    let stop = atlas_kernel::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let mut conn = db.reader().acquire().await?;
+        let batch = atlas_events::read_after(&mut conn, after, 500).await?;
+        drop(conn);
+        for envelope in &batch {
+            after = envelope.sequence.unwrap_or(after);
+            if event_type.is_none_or(|t| t == envelope.event_type) {
+                writeln!(stdout, "{}", serde_json::to_string(envelope)?)?;
+            }
+        }
+        stdout.flush()?;
+        if batch.is_empty() {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+            }
+        }
+    }
 }
 
 fn init_cli_logging() {

@@ -2,28 +2,63 @@
 //! transactional [`outbox`](append): a write inserts its envelope in the same
 //! transaction as the change, so an event exists exactly when its change does.
 //!
-//! This crate owns the `outbox` table (as the `events` module). It knows the
-//! envelope's shape, not what any event means.
+//! This crate owns the `outbox` table (as the `events` module) and runs the
+//! consumers modules contribute (see [`runtime`]). It knows the envelope's
+//! shape, not what any event means.
+
+pub mod dlq;
+pub mod runtime;
 
 use atlas_db::sqlx::{self, AnyConnection, Row};
-use atlas_kernel::Module;
+use atlas_kernel::{AppContext, ConsumerSet, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 static MIGRATIONS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
-/// Owns the outbox table. Modules that write events depend on it.
+/// Owns the outbox, offsets and dead-letter tables, and runs the consumer
+/// runtime in processes whose role runs background work.
 #[derive(Default)]
-pub struct EventsModule;
+pub struct EventsModule {
+    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
 
 #[async_trait::async_trait]
 impl Module for EventsModule {
     fn name(&self) -> &'static str {
         "events"
     }
+
     fn migrations(&self) -> Result<Vec<atlas_db::Migration>, atlas_db::MigrationError> {
         atlas_db::migrations_from_dir(self.name(), &MIGRATIONS)
+    }
+
+    async fn start(&self, ctx: &AppContext) -> Result<(), ModuleError> {
+        if !ctx.settings().server.role.runs_workers() {
+            return Ok(());
+        }
+        let consumers = ctx.get::<ConsumerSet>().map(|set| set.0.clone()).unwrap_or_default();
+        let runtime = runtime::ConsumerRuntime::new(ctx.db().clone(), ctx.settings().events.clone(), consumers);
+        let handles = runtime.spawn(ctx.shutdown_token().child_token());
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(handles);
+        Ok(())
+    }
+
+    async fn stop(&self, ctx: &AppContext) -> Result<(), ModuleError> {
+        // The kernel cancels the shutdown token before stopping modules; the
+        // consumers finish the event in hand and exit.
+        ctx.shutdown_token().cancel();
+        let handles: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for handle in handles {
+            if tokio::time::timeout(std::time::Duration::from_secs(10), handle)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a consumer did not stop within 10 s");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -130,6 +165,9 @@ pub fn find_secret_field(value: &Value) -> Option<String> {
     }
 }
 
+/// Arbitrary constant naming the outbox writers' advisory lock on PostgreSQL.
+const OUTBOX_LOCK: i64 = 0x4154_4C41_535F_4F42;
+
 /// Insert `envelope` into the outbox on `conn` (which should be inside the
 /// transaction that made the change). Returns the assigned sequence.
 pub async fn append(conn: &mut AnyConnection, envelope: &Envelope) -> Result<i64, OutboxError> {
@@ -140,6 +178,15 @@ pub async fn append(conn: &mut AnyConnection, envelope: &Envelope) -> Result<i64
         });
     }
     let json = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        // Serialize outbox writers until commit, so that sequences become
+        // visible in increasing order and a consumer reading "after offset
+        // N" never skips a row that commits late with a smaller sequence.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
     let row = sqlx::query(
         "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING sequence",

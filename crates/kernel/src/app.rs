@@ -54,6 +54,9 @@ impl Atlas {
                 source,
             })?;
         }
+        let consumers: Vec<Arc<dyn crate::Consumer>> =
+            registry.modules().iter().flat_map(|m| m.consumers(&ctx)).collect();
+        ctx.provide::<ConsumerSet>(Arc::new(ConsumerSet(consumers)));
         Ok(Atlas {
             ctx,
             registry,
@@ -93,11 +96,10 @@ impl Atlas {
 
     /// Every consumer the modules contribute.
     pub fn consumers(&self) -> Vec<Arc<dyn crate::Consumer>> {
-        self.registry
-            .modules()
-            .iter()
-            .flat_map(|m| m.consumers(&self.ctx))
-            .collect()
+        self.ctx
+            .get::<ConsumerSet>()
+            .map(|set| set.0.clone())
+            .unwrap_or_default()
     }
 
     /// `start` every module in order; on failure, stop those already started.
@@ -167,6 +169,10 @@ impl Atlas {
         Ok(())
     }
 }
+
+/// The consumers every module contributed, collected after `init`; the
+/// event runtime takes them from the context.
+pub struct ConsumerSet(pub Vec<Arc<dyn crate::Consumer>>);
 
 /// Resolves when the process gets SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

@@ -11,7 +11,7 @@ mod ops;
 mod registry;
 pub mod settings;
 
-pub use app::{shutdown_signal, Atlas};
+pub use app::{shutdown_signal, Atlas, ConsumerSet};
 pub use context::{AppContext, ReadinessCheck};
 pub use module::{Consumer, Module, ModuleError, ModuleRegistration};
 pub use registry::ModuleRegistry;

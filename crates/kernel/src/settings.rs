@@ -93,7 +93,48 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseConfig,
     pub auth: AuthSettings,
+    pub events: EventsSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Where events travel and how consumers retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Broker {
+    /// The outbox table is the log; consumers keep offsets in the database.
+    #[default]
+    Embedded,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsSettings {
+    pub broker: Broker,
+    /// How often an idle consumer looks for new events.
+    pub poll_interval_ms: u64,
+    /// Events a consumer takes at once (its bound on in-flight work).
+    pub max_ack_pending: u32,
+    /// Deliveries of one event before it goes to the dead letters.
+    pub max_deliver: u32,
+    /// First retry delay; doubles per attempt, with jitter, up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// How long per-consumer "already processed" records are kept.
+    pub processed_retention_hours: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        EventsSettings {
+            broker: Broker::Embedded,
+            poll_interval_ms: 50,
+            max_ack_pending: 256,
+            max_deliver: 5,
+            backoff_initial_ms: 200,
+            backoff_max_ms: 30_000,
+            processed_retention_hours: 168,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,6 +208,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             database: DatabaseConfig::default(),
             auth: AuthSettings::default(),
+            events: EventsSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -363,6 +405,16 @@ impl Settings {
                 "database.url",
                 format!("`{}` is neither sqlite:// nor postgres://", atlas_db::redact_url(&url)),
             ));
+        }
+        let e = &self.events;
+        if e.max_ack_pending == 0 {
+            return Err(ConfigError::invalid("events.max_ack_pending", "must be at least 1"));
+        }
+        if e.max_deliver == 0 {
+            return Err(ConfigError::invalid("events.max_deliver", "must be at least 1"));
+        }
+        if e.poll_interval_ms == 0 {
+            return Err(ConfigError::invalid("events.poll_interval_ms", "must be at least 1"));
         }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 {

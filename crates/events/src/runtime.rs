@@ -1,0 +1,359 @@
+//! The consumer runtime of the embedded event log.
+//!
+//! The outbox is the log: its `sequence` orders events (on PostgreSQL,
+//! [`append`](crate::append) serializes outbox writers so sequences become
+//! visible in order). Each consumer is a task that reads up to
+//! `events.max_ack_pending` events after its committed offset, hands them to
+//! its handler one by one, and commits the new offset together with a
+//! "processed" record per event. A failing handler is retried with
+//! exponential backoff and jitter; after `events.max_deliver` attempts the
+//! event goes to `dead_letters` with the last error and the consumer moves
+//! on. Delivery is at least once (a crash between a handler's effect and the
+//! offset commit redelivers that event); the processed records make a
+//! redelivery of an already-handled event a no-op.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use atlas_db::sqlx::{self, Row};
+use atlas_db::Database;
+use atlas_kernel::settings::EventsSettings;
+use atlas_kernel::Consumer;
+use rand::Rng;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::Envelope;
+
+/// Runs every consumer until shutdown.
+pub struct ConsumerRuntime {
+    db: Database,
+    settings: EventsSettings,
+    consumers: Vec<Arc<dyn Consumer>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("consumer runtime: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("consumer runtime: stored envelope is not valid JSON: {0}")]
+    Envelope(#[from] serde_json::Error),
+}
+
+impl ConsumerRuntime {
+    pub fn new(db: Database, settings: EventsSettings, consumers: Vec<Arc<dyn Consumer>>) -> Self {
+        ConsumerRuntime {
+            db,
+            settings,
+            consumers,
+        }
+    }
+
+    /// One task per consumer, plus one that prunes old processed records.
+    pub fn spawn(self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        for consumer in self.consumers {
+            let worker = ConsumerTask {
+                db: self.db.clone(),
+                settings: self.settings.clone(),
+                consumer,
+            };
+            let shutdown = shutdown.clone();
+            tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
+        }
+        let (db, hours) = (self.db.clone(), self.settings.processed_retention_hours);
+        tasks.push(tokio::spawn(async move { prune_processed(db, hours, shutdown).await }));
+        tasks
+    }
+}
+
+struct ConsumerTask {
+    db: Database,
+    settings: EventsSettings,
+    consumer: Arc<dyn Consumer>,
+}
+
+impl ConsumerTask {
+    async fn run(self, shutdown: CancellationToken) {
+        let name = self.consumer.name().to_string();
+        tracing::info!(consumer = %name, "consumer started");
+        let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        loop {
+            let outcome = self.step(&shutdown).await;
+            let wait = match outcome {
+                Ok(0) => idle,
+                Ok(_) => Duration::ZERO,
+                Err(e) => {
+                    tracing::warn!(consumer = %name, error = %e, "consumer step failed; retrying");
+                    idle.max(Duration::from_millis(500))
+                }
+            };
+            if shutdown.is_cancelled() {
+                break;
+            }
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+        tracing::info!(consumer = %name, "consumer stopped");
+    }
+
+    /// Replays requested dead letters, then handles one batch. Returns how
+    /// many events it looked at.
+    async fn step(&self, shutdown: &CancellationToken) -> Result<usize, RuntimeError> {
+        let name = self.consumer.name();
+        self.replay_dead_letters(shutdown).await?;
+        let offset: i64 = sqlx::query("SELECT last_sequence FROM consumer_offsets WHERE consumer = $1")
+            .bind(name)
+            .fetch_optional(self.db.reader())
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?
+            .unwrap_or(0);
+        let rows = sqlx::query("SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+            .bind(offset)
+            .bind(i64::from(self.settings.max_ack_pending))
+            .fetch_all(self.db.reader())
+            .await?;
+        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
+            .fetch_one(self.db.reader())
+            .await?
+            .try_get(0)?;
+        metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => name.to_string())
+            .set((head.unwrap_or(0) - offset).max(0) as f64);
+        let seen = rows.len();
+        for row in rows {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let sequence: i64 = row.try_get(0)?;
+            let mut envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
+            envelope.sequence = Some(sequence);
+            let wanted = self.consumer.event_types();
+            let handled = if wanted.is_empty() || wanted.contains(&envelope.event_type.as_str()) {
+                match self.deliver(&envelope, shutdown).await? {
+                    Delivery::Handled => true,
+                    Delivery::DeadLettered => false,
+                    Delivery::Interrupted => break,
+                }
+            } else {
+                false
+            };
+            self.commit(sequence, handled.then_some(envelope.event_id.as_str()))
+                .await?;
+        }
+        Ok(seen)
+    }
+
+    async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
+        Ok(
+            sqlx::query("SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2")
+                .bind(self.consumer.name())
+                .bind(event_id)
+                .fetch_optional(self.db.reader())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// Hand one event to the handler, retrying; dead-letter it after the
+    /// last attempt.
+    async fn deliver(&self, envelope: &Envelope, shutdown: &CancellationToken) -> Result<Delivery, RuntimeError> {
+        let name = self.consumer.name().to_string();
+        if self.already_processed(&envelope.event_id).await? {
+            metrics::counter!("atlas_events_consumer_duplicates_total", "consumer" => name).increment(1);
+            return Ok(Delivery::Handled);
+        }
+        let json = serde_json::to_value(envelope)?;
+        let span = tracing::info_span!(
+            "event.consume",
+            consumer = %name,
+            event_id = %envelope.event_id,
+            event_type = %envelope.event_type,
+            trace_id = %envelope.trace_id,
+            request_id = %envelope.request_id,
+        );
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let result = tracing::Instrument::instrument(self.consumer.handle(&json), span.clone()).await;
+            metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => name.clone())
+                .record(started.elapsed().as_secs_f64());
+            match result {
+                Ok(()) => {
+                    metrics::counter!("atlas_events_consumer_processed_total", "consumer" => name.clone()).increment(1);
+                    let lag = chrono::DateTime::parse_from_rfc3339(&envelope.occurred_at)
+                        .map(|t| {
+                            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                                .num_milliseconds()
+                                .max(0) as f64
+                                / 1e3
+                        })
+                        .unwrap_or(0.0);
+                    metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => name.clone()).set(lag);
+                    return Ok(Delivery::Handled);
+                }
+                Err(error) if attempt >= self.settings.max_deliver => {
+                    span.in_scope(
+                        || tracing::error!(attempts = attempt, %error, "handler failed; event dead-lettered"),
+                    );
+                    self.dead_letter(envelope, attempt, &error.to_string()).await?;
+                    metrics::counter!("atlas_events_consumer_dead_lettered_total", "consumer" => name.clone())
+                        .increment(1);
+                    return Ok(Delivery::DeadLettered);
+                }
+                Err(error) => {
+                    let delay = backoff(&self.settings, attempt);
+                    span.in_scope(|| tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry"));
+                    metrics::counter!("atlas_events_consumer_retried_total", "consumer" => name.clone()).increment(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(Delivery::Interrupted),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advance the offset past `sequence`, recording `event_id` as processed.
+    async fn commit(&self, sequence: i64, event_id: Option<&str>) -> Result<(), sqlx::Error> {
+        let now = atlas_db::now();
+        let mut tx = self.db.begin().await?;
+        if let Some(event_id) = event_id {
+            sqlx::query(
+                "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (consumer, event_id) DO NOTHING",
+            )
+            .bind(self.consumer.name())
+            .bind(event_id)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+        )
+        .bind(self.consumer.name())
+        .bind(sequence)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await
+    }
+
+    async fn dead_letter(&self, envelope: &Envelope, attempts: u32, error: &str) -> Result<(), RuntimeError> {
+        sqlx::query(
+            "INSERT INTO dead_letters (id, consumer, event_id, event_type, sequence, envelope, attempts, last_error, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(self.consumer.name())
+        .bind(&envelope.event_id)
+        .bind(&envelope.event_type)
+        .bind(envelope.sequence.unwrap_or(0))
+        .bind(serde_json::to_string(envelope)?)
+        .bind(i64::from(attempts))
+        .bind(error)
+        .bind(atlas_db::now())
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    /// Dead letters whose replay was requested (`atlas dlq replay`) are
+    /// delivered once more; a failure dead-letters them again.
+    async fn replay_dead_letters(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
+        let rows = sqlx::query(
+            "SELECT id, envelope FROM dead_letters WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL ORDER BY id",
+        )
+        .bind(self.consumer.name())
+        .fetch_all(self.db.reader())
+        .await?;
+        for row in rows {
+            let id: String = row.try_get(0)?;
+            let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
+            let handled = match self.deliver(&envelope, shutdown).await? {
+                Delivery::Interrupted => return Ok(()),
+                Delivery::Handled => true,
+                // Failed again: `deliver` wrote a new dead letter.
+                Delivery::DeadLettered => false,
+            };
+            let mut tx = self.db.begin().await?;
+            sqlx::query("UPDATE dead_letters SET replayed_at = $1 WHERE id = $2")
+                .bind(atlas_db::now())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            if handled {
+                sqlx::query(
+                    "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (consumer, event_id) DO NOTHING",
+                )
+                .bind(self.consumer.name())
+                .bind(&envelope.event_id)
+                .bind(atlas_db::now())
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+enum Delivery {
+    Handled,
+    DeadLettered,
+    Interrupted,
+}
+
+/// `initial × 2^(attempt-1)`, capped, with ±25 % jitter.
+pub fn backoff(settings: &EventsSettings, attempt: u32) -> Duration {
+    let base = settings
+        .backoff_initial_ms
+        .saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+    let capped = base.min(settings.backoff_max_ms) as f64;
+    let jitter = rand::thread_rng().gen_range(0.75..=1.25);
+    Duration::from_millis((capped * jitter) as u64)
+}
+
+async fn prune_processed(db: Database, retention_hours: u64, shutdown: CancellationToken) {
+    loop {
+        let cutoff = atlas_db::format_timestamp(chrono::Utc::now() - chrono::Duration::hours(retention_hours as i64));
+        if let Err(e) = sqlx::query("DELETE FROM consumer_processed WHERE processed_at < $1")
+            .bind(cutoff)
+            .execute(db.writer())
+            .await
+        {
+            tracing::warn!(error = %e, "pruning processed-event records failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let s = EventsSettings {
+            backoff_initial_ms: 100,
+            backoff_max_ms: 1000,
+            ..Default::default()
+        };
+        let ms = |a| backoff(&s, a).as_millis();
+        assert!((75..=125).contains(&ms(1)));
+        assert!((150..=250).contains(&ms(2)));
+        assert!((750..=1250).contains(&ms(10)));
+        assert!((750..=1250).contains(&ms(60)));
+    }
+}

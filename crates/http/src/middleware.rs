@@ -173,7 +173,15 @@ pub async fn body_limit(State(limit): State<usize>, req: Request, next: Next) ->
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit as u64) {
+    if let Some(len) = declared.filter(|len| *len > limit as u64) {
+        // Read (and drop) a moderately oversized body before answering, so
+        // the client is not cut off mid-upload and does see the 413; past
+        // 8× the limit, answer at once and let the connection close.
+        if len <= 8 * limit as u64 {
+            use futures::StreamExt;
+            let mut stream = req.into_body().into_data_stream();
+            while let Some(Ok(_)) = stream.next().await {}
+        }
         return ApiError::PayloadTooLarge(format!("request body is larger than the limit of {limit} bytes"))
             .into_response();
     }

@@ -6,6 +6,7 @@ use atlas_collections as _;
 use atlas_events as _;
 use atlas_identity as _;
 use atlas_items as _;
+use atlas_realtime as _;
 
 mod auth;
 mod collections;
@@ -13,3 +14,4 @@ mod helpers;
 mod items;
 mod outbox;
 mod rbac;
+mod realtime;

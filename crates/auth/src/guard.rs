@@ -22,6 +22,8 @@ pub const DEFAULT_POLICY: &str = include_str!("../policy/policy.csv");
 pub trait RoleResolver: Send + Sync + 'static {
     /// `None` when the user is not a member (or the collection does not exist).
     async fn role_in(&self, user_id: &str, collection_id: &str) -> Result<Option<String>, ApiError>;
+    /// Every collection the user is a member of.
+    async fn collections_of(&self, user_id: &str) -> Result<Vec<String>, ApiError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,11 @@ impl CollectionGuard {
             .role_in(&principal.user_id, collection_id)
             .await?
             .ok_or_else(|| ApiError::not_found("collection"))
+    }
+
+    /// The collections a principal may see anything of (its memberships).
+    pub async fn visible_collections(&self, principal: &Principal) -> Result<Vec<String>, ApiError> {
+        self.roles.collections_of(&principal.user_id).await
     }
 
     pub fn policy(&self) -> &RolePolicy {

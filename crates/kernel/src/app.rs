@@ -147,10 +147,14 @@ impl Atlas {
         let local = listener.local_addr().ok();
         tracing::info!(addr = ?local, role = ?self.ctx.settings().server.role, modules = ?self.registry.names(), "atlas is serving");
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let token = self.ctx.shutdown_token();
         let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 tracing::info!("shutting down: no new connections, draining in-flight requests");
+                // Ends long-lived responses (event streams) and background
+                // loops, so draining waits only for ordinary requests.
+                token.cancel();
                 let _ = signalled_tx.send(());
             });
         let mut server = std::pin::pin!(server.into_future());

@@ -29,6 +29,18 @@ impl RoleResolver for DbRoles {
             .transpose()
             .map_err(ApiError::internal)
     }
+
+    async fn collections_of(&self, user_id: &str) -> Result<Vec<String>, ApiError> {
+        let rows = sqlx::query("SELECT collection_id FROM memberships WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(self.db.reader())
+            .await
+            .map_err(ApiError::internal)?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)
+    }
 }
 
 pub(crate) const ROLES: [&str; 3] = ["owner", "editor", "viewer"];

@@ -1,0 +1,86 @@
+//! One outbox tailer per process, fanned out to subscribers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas_db::sqlx::{self, Row};
+use atlas_db::Database;
+use atlas_events::Envelope;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Events buffered per subscriber before it counts as too slow.
+pub const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// Publishes every committed envelope to the process's subscribers.
+pub struct Hub {
+    db: Database,
+    poll: Duration,
+    sender: broadcast::Sender<Arc<Envelope>>,
+}
+
+impl Hub {
+    pub fn new(db: Database, poll_interval_ms: u64) -> Self {
+        let (sender, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        Hub {
+            db,
+            poll: Duration::from_millis(poll_interval_ms.max(1)),
+            sender,
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Envelope>> {
+        self.sender.subscribe()
+    }
+
+    /// Start tailing the outbox from its current head.
+    pub async fn start(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
+        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
+            .fetch_one(self.db.reader())
+            .await?
+            .try_get(0)?;
+        let hub = self.clone();
+        Ok(tokio::spawn(async move { hub.tail(head.unwrap_or(0), shutdown).await }))
+    }
+
+    async fn tail(&self, mut after: i64, shutdown: CancellationToken) {
+        loop {
+            let batch = match self.db.reader().acquire().await {
+                Ok(mut conn) => atlas_events::read_after(&mut conn, after, 1000).await,
+                Err(e) => Err(atlas_events::OutboxError::Database(e)),
+            };
+            let idle = match batch {
+                Ok(batch) => {
+                    let empty = batch.is_empty();
+                    for envelope in batch {
+                        after = envelope.sequence.unwrap_or(after);
+                        // No subscriber is not an error.
+                        let _ = self.sender.send(Arc::new(envelope));
+                    }
+                    empty
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "realtime: reading the outbox failed");
+                    true
+                }
+            };
+            if idle {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(self.poll) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// Envelopes after `sequence` already in the outbox (for resuming).
+    pub async fn since(&self, sequence: i64, limit: i64) -> Result<Vec<Envelope>, atlas_events::OutboxError> {
+        let mut conn = self.db.reader().acquire().await?;
+        atlas_events::read_after(&mut conn, sequence, limit).await
+    }
+}

@@ -9,6 +9,10 @@
 //! caller never reports success for data that is not durable. A writer that
 //! fails or is dropped rolls back to its savepoint; the others are unaffected.
 //!
+//! Every change of the group's state (begin, release, commit) runs in a task
+//! of its own, so a caller cancelled halfway (a client that hung up) cannot
+//! leave the shared transaction half-changed.
+//!
 //! On PostgreSQL a [`WriteTx`] is a plain transaction.
 
 use std::ops::{Deref, DerefMut};
@@ -23,7 +27,7 @@ use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 /// Writers in one group at most.
 const MAX_GROUP: usize = 64;
 /// How long a writer that left its group open waits before committing it
-/// itself (if the writer expected next never came, e.g. it was cancelled).
+/// itself (if the writer expected next never came).
 const GROUP_WATCHDOG: Duration = Duration::from_millis(5);
 
 type GroupResult = Result<(), Arc<sqlx::Error>>;
@@ -66,7 +70,14 @@ impl GroupCommit {
         })
     }
 
+    /// Start a write. If the caller is cancelled meanwhile, the task still
+    /// finishes and the unclaimed `WriteTx` undoes itself when dropped.
     pub(crate) async fn begin(self: &Arc<Self>) -> Result<WriteTx, sqlx::Error> {
+        let group = self.clone();
+        uncancellable(async move { group.begin_in_task().await }).await?
+    }
+
+    async fn begin_in_task(self: Arc<Self>) -> Result<WriteTx, sqlx::Error> {
         self.waiting.fetch_add(1, Ordering::SeqCst);
         let mut guard = self.state.clone().lock_owned().await;
         self.waiting.fetch_sub(1, Ordering::SeqCst);
@@ -85,14 +96,14 @@ impl GroupCommit {
         };
         Ok(WriteTx {
             inner: Inner::Group {
-                group: self.clone(),
+                group: self,
                 guard: Some(guard),
                 savepoint,
             },
         })
     }
 
-    /// Commit the open group (if still `generation`) and tell its members.
+    /// Commit the open group (if it is still `generation`) and tell its members.
     async fn flush(guard: &mut GroupState, generation: Option<u64>) {
         if !guard.open || generation.is_some_and(|g| g != guard.generation) {
             return;
@@ -114,6 +125,26 @@ impl GroupCommit {
         guard.conn = None; // back to the pool, so other users of the writer pool get a turn
         for member in guard.members.drain(..) {
             let _ = member.send(result.clone());
+        }
+    }
+
+    /// Undo a dropped writer now rather than at the next write, so a lone
+    /// failed writer does not keep SQLite's write lock; commit the group if
+    /// its members would otherwise wait for a writer that is not coming.
+    fn clean_up_later(self: &Arc<Self>) {
+        let group = self.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let mut guard = group.state.clone().lock_owned().await;
+                if undo_pending(&mut guard).await.is_err() {
+                    let _ = conn(&mut guard).execute("ROLLBACK").await;
+                    guard.open = false;
+                    guard.conn = None;
+                }
+                if guard.open && !guard.members.is_empty() && group.waiting.load(Ordering::SeqCst) == 0 {
+                    GroupCommit::flush(&mut guard, None).await;
+                }
+            });
         }
     }
 }
@@ -141,6 +172,15 @@ async fn undo_pending(guard: &mut GroupState) -> Result<(), sqlx::Error> {
             Ok(())
         }
     }
+}
+
+/// Run `f` to completion even if the caller stops waiting for it.
+async fn uncancellable<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> Result<T, sqlx::Error> {
+    tokio::spawn(f)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("write task ended: {e}")))
 }
 
 /// A write transaction. Use it as a connection (`&mut *tx`); finish with
@@ -179,26 +219,36 @@ impl WriteTx {
                 savepoint,
             } => {
                 let (group, savepoint) = (group.clone(), *savepoint);
-                let Some(mut guard) = guard.take() else { return Ok(()) };
-                if savepoint {
-                    if let Err(e) = conn(&mut guard).execute("RELEASE SAVEPOINT atlas_writer").await {
-                        guard.pending_undo = Some(Undo::Savepoint);
-                        return Err(e);
-                    }
-                }
-                let (tx, rx) = oneshot::channel();
-                guard.members.push(tx);
-                let generation = guard.generation;
-                if group.waiting.load(Ordering::SeqCst) == 0 || guard.members.len() >= MAX_GROUP {
-                    GroupCommit::flush(&mut guard, None).await;
-                    drop(guard);
-                } else {
-                    drop(guard);
-                }
-                wait_for_group(&group, rx, generation).await
+                let Some(guard) = guard.take() else { return Ok(()) };
+                uncancellable(commit_member(group, guard, savepoint)).await?
             }
         }
     }
+}
+
+/// Release the writer's savepoint, join the group's commit (committing it
+/// when nobody else is waiting) and wait for the group's result.
+async fn commit_member(
+    group: Arc<GroupCommit>,
+    mut guard: OwnedMutexGuard<GroupState>,
+    savepoint: bool,
+) -> Result<(), sqlx::Error> {
+    if savepoint {
+        if let Err(e) = conn(&mut guard).execute("RELEASE SAVEPOINT atlas_writer").await {
+            guard.pending_undo = Some(Undo::Savepoint);
+            drop(guard);
+            group.clean_up_later();
+            return Err(e);
+        }
+    }
+    let (tx, rx) = oneshot::channel();
+    guard.members.push(tx);
+    let generation = guard.generation;
+    if group.waiting.load(Ordering::SeqCst) == 0 || guard.members.len() >= MAX_GROUP {
+        GroupCommit::flush(&mut guard, None).await;
+    }
+    drop(guard);
+    wait_for_group(&group, rx, generation).await
 }
 
 async fn wait_for_group(
@@ -232,22 +282,7 @@ impl Drop for WriteTx {
         let Some(mut guard) = guard.take() else { return };
         guard.pending_undo = Some(if *savepoint { Undo::Savepoint } else { Undo::Transaction });
         drop(guard);
-        // Undo now rather than at the next write, so a lone failed writer
-        // does not keep SQLite's write lock.
-        let group = group.clone();
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                let mut guard = group.state.clone().lock_owned().await;
-                if undo_pending(&mut guard).await.is_err() {
-                    let _ = conn(&mut guard).execute("ROLLBACK").await;
-                    guard.open = false;
-                    guard.conn = None;
-                }
-                if guard.open && !guard.members.is_empty() && group.waiting.load(Ordering::SeqCst) == 0 {
-                    GroupCommit::flush(&mut guard, None).await;
-                }
-            });
-        }
+        group.clean_up_later();
     }
 }
 

@@ -144,3 +144,63 @@ async fn an_abandoned_writer_releases_the_write_lock(backend: TestBackend) {
     db.close().await;
 }
 both_backends!(abandoned_writers, an_abandoned_writer_releases_the_write_lock);
+
+/// Writers abandoned at random points (clients hanging up mid-request) never
+/// break the writers around them, and never the write path itself.
+async fn cancelled_writers_do_not_disturb_others(backend: TestBackend) {
+    let Some((_guard, db)) = setup(backend).await else {
+        return;
+    };
+    for round in 0..30i64 {
+        let mut tasks = Vec::new();
+        for i in 0..64i64 {
+            let db = db.clone();
+            let id = round * 1000 + i;
+            let write = async move {
+                let mut tx = db.begin().await?;
+                sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'x')")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await
+            };
+            // Half the writers are cut off somewhere between their first
+            // statement and the end of their group's commit.
+            let cut = (i % 2 == 0).then(|| Duration::from_micros((i as u64 * 7919 + round as u64 * 104_729) % 4000));
+            tasks.push(tokio::spawn(async move {
+                match cut {
+                    Some(limit) => match tokio::time::timeout(limit, write).await {
+                        Ok(result) => (id, false, result),
+                        Err(_) => (id, true, Ok(())),
+                    },
+                    None => (id, false, write.await),
+                }
+            }));
+        }
+        for t in tasks {
+            let (id, cut, result) = t.await.unwrap();
+            if cut {
+                continue;
+            }
+            assert!(result.is_ok(), "writer {id} failed: {result:?}");
+            let found = sqlx::query("SELECT 1 FROM notes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db.reader())
+                .await
+                .unwrap();
+            assert!(found.is_some(), "committed writer {id} lost its row");
+        }
+    }
+    // Still healthy.
+    let mut tx = tokio::time::timeout(Duration::from_secs(5), db.begin())
+        .await
+        .expect("not blocked")
+        .unwrap();
+    sqlx::query("INSERT INTO notes (id, body) VALUES (-1, 'end')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    db.close().await;
+}
+both_backends!(cancelled_writers, cancelled_writers_do_not_disturb_others);

@@ -40,7 +40,6 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         trace_id = %ctx.trace_id,
         http.request.method = %method,
         http.route = %route,
-        http.response.status_code = tracing::field::Empty,
     );
     let request_id = ctx.request_id.clone();
     req.extensions_mut().insert(ctx);
@@ -48,7 +47,6 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status();
-    span.record("http.response.status_code", status.as_u16());
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }

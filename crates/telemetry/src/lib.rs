@@ -106,6 +106,16 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
             metrics::set_global_recorder(recorder).ok()?;
+            // Histograms keep their samples until upkeep folds them into
+            // buckets; without it memory grows with every request between
+            // scrapes. A plain thread: this may run outside any runtime.
+            let upkeep = handle.clone();
+            let _ = std::thread::Builder::new()
+                .name("atlas-metrics-upkeep".into())
+                .spawn(move || loop {
+                    std::thread::sleep(std::time::Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                });
             Some(handle)
         })
         .as_ref()

@@ -605,6 +605,19 @@ fn read_dotenv(path: &Path) -> Result<Vec<(String, String)>, ConfigError> {
     .collect()
 }
 
+/// Top-level keys of [`Settings`]. `ATLAS_*` variables naming anything else
+/// (`ATLAS_REQUIRE_SERVICES`, `ATLAS_TEST_POSTGRES_URL`, …) belong to other
+/// tools and are ignored; inside a known section an unknown key is an error.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "profile",
+    "data_dir",
+    "server",
+    "database",
+    "auth",
+    "events",
+    "telemetry",
+];
+
 /// `ATLAS_SERVER__BIND=…` → `{server: {bind: …}}`, values parsed like figment's
 /// `Env` provider (numbers, booleans, arrays).
 fn env_dict(pairs: &[(String, String)]) -> Dict {
@@ -617,7 +630,7 @@ fn env_dict(pairs: &[(String, String)]) -> Dict {
             continue;
         }
         let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-        if path.iter().any(String::is_empty) {
+        if path.iter().any(String::is_empty) || !TOP_LEVEL_KEYS.contains(&path[0].as_str()) {
             continue;
         }
         let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));

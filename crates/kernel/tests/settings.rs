@@ -138,6 +138,18 @@ fn invalid_values_name_their_key() {
         let err = Settings::load(&source(dir.path(), &[(var, value)])).unwrap_err();
         assert_eq!(invalid_key(err), *key, "{var}={value}");
     }
+    let err = Settings::load(&source(dir.path(), &[("ATLAS_SERVER__BNDD", "x")])).unwrap_err();
+    assert_eq!(
+        invalid_key(err),
+        "server.bndd",
+        "unknown keys in a known section are refused"
+    );
+    // Variables of other tools sharing the prefix are not configuration.
+    assert!(Settings::load(&source(
+        dir.path(),
+        &[("ATLAS_REQUIRE_SERVICES", "1"), ("ATLAS_TEST_POSTGRES_URL", "x")]
+    ))
+    .is_ok());
     std::fs::write(dir.path().join("atlas.toml"), "[server]\nbnd = \"127.0.0.1:1\"\n").unwrap();
     let err = Settings::load(&source(dir.path(), &[])).unwrap_err();
     assert_eq!(invalid_key(err), "server.bnd", "unknown keys are refused by name");

@@ -56,6 +56,22 @@ impl CursorCodec {
         )
     }
 
+    /// For a page fetched with `limit + 1` rows: trims it to `limit` and
+    /// returns the cursor after its last item when more rows follow.
+    pub fn next_page<T, C: Serialize>(
+        &self,
+        items: &mut Vec<T>,
+        limit: i64,
+        position: impl Fn(&T) -> C,
+    ) -> Option<String> {
+        if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|last| self.encode(&position(last)))
+        } else {
+            None
+        }
+    }
+
     pub fn decode<T: DeserializeOwned>(&self, cursor: &str) -> Result<T, ApiError> {
         let bad = || ApiError::BadRequest("invalid cursor".into());
         let (payload, tag) = cursor.split_once('.').ok_or_else(bad)?;

@@ -313,12 +313,9 @@ async fn list_collections(
         .map(|r| Collection::from_row(r, r.try_get("role")?))
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_err)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|c| s.cursors.encode(&IdCursor { id: c.id.clone() }))
-    } else {
-        None
-    };
+    let next_cursor = s
+        .cursors
+        .next_page(&mut items, limit, |c| IdCursor { id: c.id.clone() });
     Ok(Json(CollectionPage { items, next_cursor }))
 }
 
@@ -615,16 +612,9 @@ async fn list_members(
         .map(membership_from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_err)?;
-    let next_cursor = if memberships.len() as i64 > limit {
-        memberships.truncate(limit as usize);
-        memberships.last().map(|m| {
-            s.cursors.encode(&MemberCursor {
-                user_id: m.user_id.clone(),
-            })
-        })
-    } else {
-        None
-    };
+    let next_cursor = s.cursors.next_page(&mut memberships, limit, |m| MemberCursor {
+        user_id: m.user_id.clone(),
+    });
     let ids: Vec<String> = memberships.iter().map(|m| m.user_id.clone()).collect();
     let users = s.users.by_ids(&ids).await?;
     let items = memberships

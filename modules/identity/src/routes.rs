@@ -421,12 +421,9 @@ async fn list_tokens(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(db_err)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|t| s.cursors.encode(&IdCursor { id: t.id.clone() }))
-    } else {
-        None
-    };
+    let next_cursor = s
+        .cursors
+        .next_page(&mut items, limit, |t| IdCursor { id: t.id.clone() });
     Ok(Json(PersonalTokenPage { items, next_cursor }))
 }
 

@@ -364,19 +364,12 @@ async fn list_items(
         .map(Item::from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(db_err)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|i| {
-            s.cursors.encode(&ItemCursor {
-                s: sort,
-                o: order,
-                k: sort.key_of(i),
-                id: i.id.clone(),
-            })
-        })
-    } else {
-        None
-    };
+    let next_cursor = s.cursors.next_page(&mut items, limit, |i| ItemCursor {
+        s: sort,
+        o: order,
+        k: sort.key_of(i),
+        id: i.id.clone(),
+    });
     Ok(Json(ItemPage { items, next_cursor }))
 }
 
@@ -583,13 +576,8 @@ async fn list_tags(
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(db_err)?;
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items
-            .last()
-            .map(|t| s.cursors.encode(&TagCursor { name: t.name.clone() }))
-    } else {
-        None
-    };
+    let next_cursor = s
+        .cursors
+        .next_page(&mut items, limit, |t| TagCursor { name: t.name.clone() });
     Ok(Json(TagPage { items, next_cursor }))
 }

@@ -318,18 +318,29 @@ def db_cpu_s() -> float:
     return total
 
 
-def wait_idle(max_wait: float, threshold: float = 0.15) -> float:
-    """Wait (at most max_wait s) until the machine's CPUs are mostly idle;
-    return the busy fraction seen last."""
+def wait_idle(max_wait: float, threshold: float = 0.15, quiet_for: float = 6.0) -> float:
+    """Wait (at most max_wait s) until the machine's CPUs have been mostly
+    idle for quiet_for seconds in a row; return the busy fraction seen last."""
     deadline = time.monotonic() + max_wait
     ncpu = os.cpu_count() or 1
+    quiet_since: float | None = None
+    last_log = 0.0
     while True:
         a = cpu_busy_s()
-        time.sleep(2)
-        busy = (cpu_busy_s() - a) / (2 * ncpu)
-        if busy < threshold or time.monotonic() >= deadline:
+        time.sleep(1)
+        busy = (cpu_busy_s() - a) / ncpu
+        now = time.monotonic()
+        if busy < threshold:
+            quiet_since = quiet_since or now
+            if now - quiet_since >= quiet_for:
+                return busy
+        else:
+            quiet_since = None
+            if now - last_log > 10:
+                log(f"machine busy ({busy:.0%} of all CPUs); waiting for idle")
+                last_log = now
+        if now >= deadline:
             return busy
-        log(f"machine busy ({busy:.0%} of all CPUs); waiting for idle")
 
 
 # --------------------------------------------------------------------------
@@ -750,13 +761,14 @@ def run_cell(server: Server, t: Target, op: str, c: int, args, results: dict[str
         raw = server.outdir / f"{server.name}.{op}.c{c}.wrk.txt"
         res = run_wrk(t, server.port, op, c, args.duration, args.threads, server.pid, raw)
         noisy: list[dict[str, Any]] = []
-        while res["other_cores"] > args.noise_max and args._retries_left > 0:
+        while res["other_cores"] > args.noise_max and args._retries_left > 0 \
+                and len(noisy) < args.noise_retries_per_cell:
             # Something else used the CPUs during the cell: measure it again.
             args._retries_left -= 1
             log(f"{server.name}: {key}: other processes used {res['other_cores']:.2f} cores; "
                 f"waiting for idle and measuring again ({args._retries_left} retries left in this run)")
             noisy.append({k: res[k] for k in ("rps", "p50_us", "p99_us", "other_cores", "server_cores")})
-            wait_idle(max(args.wait_idle, 60))
+            wait_idle(max(args.wait_idle, 120))
             res = run_wrk(t, server.port, op, c, args.duration, args.threads, server.pid, raw)
         if noisy:
             res["noisy_attempts_discarded"] = noisy
@@ -969,8 +981,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--noise-max", type=float, default=float(env("BENCH_NOISE_MAX", "0.25")),
                     help="a cell during which other processes used more than this many cores is "
                          "measured again (env BENCH_NOISE_MAX, default 0.25)")
-    ap.add_argument("--noise-retries", type=int, default=int(env("BENCH_NOISE_RETRIES", "8")),
-                    help="at most this many such re-measurements per run (env BENCH_NOISE_RETRIES, default 8)")
+    ap.add_argument("--noise-retries", type=int, default=int(env("BENCH_NOISE_RETRIES", "12")),
+                    help="at most this many such re-measurements per run (env BENCH_NOISE_RETRIES, default 12)")
+    ap.add_argument("--noise-retries-per-cell", type=int, default=int(env("BENCH_NOISE_RETRIES_PER_CELL", "3")),
+                    help="and at most this many for one cell (env BENCH_NOISE_RETRIES_PER_CELL, default 3)")
     ap.add_argument("--keep-data", action="store_true", help="keep server data dirs (for debugging)")
     a = ap.parse_args(argv)
     a.connections = [int(x) for x in str(a.connections).split(",") if x.strip()]

@@ -3,7 +3,7 @@
 //!
 //! Both backends are reached through sqlx's `Any` driver so that a module
 //! writes its queries once. Modules therefore stick to the SQL both dialects
-//! share (`$n` placeholders, `ON CONFLICT`, `RETURNING`), store ids and
+//! share (`$n` parameters, `ON CONFLICT`, `RETURNING`), store ids and
 //! timestamps as text, flags as 0/1 `BIGINT`s (the `Any` driver decodes
 //! neither SQLite booleans nor 32-bit Postgres integers), and keep
 //! dialect-specific DDL in per-dialect files.

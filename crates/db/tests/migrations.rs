@@ -52,7 +52,7 @@ async fn plan_up_and_idempotence(backend: TestBackend) {
     assert_eq!(rows[0].get::<i64, _>(1), 20260101000000);
     assert_eq!(rows[0].get::<String, _>(3), all[0].checksum(db.backend()));
 
-    // The shared SQL subset works: $n placeholders, 0/1 flags, big integers.
+    // The shared SQL subset works: $n parameters, 0/1 flags, big integers.
     sqlx::query("INSERT INTO widgets (id, size, shiny) VALUES ($1, $2, $3)")
         .bind("w1")
         .bind(5_000_000_000i64)

@@ -512,7 +512,7 @@ impl Settings {
 
 fn toml_string(settings: &Settings) -> String {
     // `Secret` serializes as "[redacted]"; the URL above is already redacted,
-    // so print it by hand in place of its placeholder.
+    // so print it by hand in place of the redaction marker.
     let value = serde_json::to_value(settings).unwrap_or_default();
     let url = settings
         .database

@@ -69,10 +69,10 @@ impl UserDirectory for DbUserDirectory {
         let mut out = Vec::with_capacity(ids.len());
         // Chunks keep the parameter count well inside both backends' limits.
         for chunk in ids.chunks(200) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT id, email, display_name FROM users WHERE id IN ({})",
-                placeholders.join(", ")
+                params.join(", ")
             );
             let mut q = sqlx::query(&sql);
             for id in chunk {

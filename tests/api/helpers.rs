@@ -2,7 +2,7 @@
 //! fresh database, plus request helpers.
 
 use atlas_db::sqlx::{self, Row};
-use atlas_db::{Database, DatabaseSettings};
+use atlas_db::Database;
 use atlas_events::Envelope;
 use atlas_kernel::{ModuleRegistry, Settings};
 use atlas_testkit::{TestBackend, TestServer};
@@ -50,13 +50,7 @@ pub async fn spawn_atlas(backend: TestBackend) -> Option<App> {
 
 pub async fn spawn_with(backend: TestBackend, configure: impl FnOnce(&mut Settings)) -> Option<App> {
     let server = TestServer::start(backend, ModuleRegistry::discover().expect("modules"), configure).await?;
-    let db = Database::connect(&DatabaseSettings {
-        url: server.database.url.clone(),
-        max_connections: 2,
-        busy_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .expect("test connection");
+    let db = server.database.connect().await;
     Some(App { server, db })
 }
 

@@ -11,13 +11,7 @@ static FIXTURES: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/tests/fixtures/migr
 
 async fn connect(backend: TestBackend) -> Option<(TestDatabase, Database)> {
     let test_db = TestDatabase::new(backend).await?;
-    let db = Database::connect(&DatabaseSettings {
-        url: test_db.url.clone(),
-        max_connections: 4,
-        busy_timeout: Duration::from_secs(5),
-    })
-    .await
-    .expect("connect");
+    let db = test_db.connect().await;
     Some((test_db, db))
 }
 

@@ -4,18 +4,12 @@
 use std::time::Duration;
 
 use atlas_db::sqlx::{self, Row};
-use atlas_db::{Database, DatabaseSettings};
+use atlas_db::Database;
 use atlas_testkit::{both_backends, TestBackend, TestDatabase};
 
 async fn setup(backend: TestBackend) -> Option<(TestDatabase, Database)> {
     let test_db = TestDatabase::new(backend).await?;
-    let db = Database::connect(&DatabaseSettings {
-        url: test_db.url.clone(),
-        max_connections: 8,
-        busy_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let db = test_db.connect().await;
     sqlx::query("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
         .execute(db.writer())
         .await

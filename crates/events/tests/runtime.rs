@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use atlas_db::sqlx::{self, Row};
-use atlas_db::{Database, DatabaseSettings};
+use atlas_db::Database;
 use atlas_events::{EntityRef, EventContext, EventsModule};
 use atlas_kernel::{AppContext, Consumer, Module, ModuleError, ModuleRegistry};
 use atlas_testkit::{both_backends, TestBackend, TestServer};
@@ -82,13 +82,7 @@ async fn start(backend: TestBackend, recorders: Vec<Arc<Recorder>>) -> Option<(T
         s.events.backoff_max_ms = 50;
     })
     .await?;
-    let db = Database::connect(&DatabaseSettings {
-        url: server.database.url.clone(),
-        max_connections: 2,
-        busy_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let db = server.database.connect().await;
     Some((server, db))
 }
 
@@ -242,13 +236,7 @@ async fn a_process_without_workers_runs_no_consumers() {
     })
     .await
     .unwrap();
-    let db = Database::connect(&DatabaseSettings {
-        url: server.database.url.clone(),
-        max_connections: 2,
-        busy_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let db = server.database.connect().await;
     emit(&db, "ItemCreated", 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 0);

@@ -77,6 +77,18 @@ impl TestDatabase {
         })
     }
 
+    /// A connection pool to this database, as a test reads and writes it
+    /// beside the application.
+    pub async fn connect(&self) -> atlas_db::Database {
+        atlas_db::Database::connect(&atlas_db::DatabaseSettings {
+            url: self.url.clone(),
+            max_connections: 4,
+            busy_timeout: std::time::Duration::from_secs(5),
+        })
+        .await
+        .expect("connect to the test database")
+    }
+
     /// The database for `backend` (`None`: skipped Postgres).
     pub async fn new(backend: TestBackend) -> Option<TestDatabase> {
         match backend {

@@ -280,13 +280,7 @@ both_backends!(ops_endpoints, operations_endpoints);
 async fn ready_is_503_in_the_error_shape_with_pending_migrations() {
     let s = server(|_| {}).await;
     // Forget one applied migration: the check must notice.
-    let db = atlas_db::Database::connect(&atlas_db::DatabaseSettings {
-        url: s.database.url.clone(),
-        max_connections: 1,
-        busy_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let db = s.database.connect().await;
     atlas_db::sqlx::query("DELETE FROM _migrations WHERE module = 'alpha'")
         .execute(db.writer())
         .await

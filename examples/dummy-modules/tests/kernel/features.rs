@@ -32,13 +32,7 @@ async fn feature_gating(backend: TestBackend) {
     assert!(doc["paths"].get("/api/v1/alpha/echo").is_some());
 
     // Tables.
-    let db = atlas_db::Database::connect(&atlas_db::DatabaseSettings {
-        url: server.database.url.clone(),
-        max_connections: 1,
-        busy_timeout: std::time::Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let db = server.database.connect().await;
     assert!(sqlx::query("SELECT COUNT(*) FROM alpha_notes")
         .fetch_one(db.reader())
         .await

@@ -72,8 +72,8 @@ impl Authenticator {
 }
 
 /// The `Bearer` token of a request (`Authorization` header).
-pub fn bearer_token(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")
@@ -90,7 +90,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let auth = Arc::<Authenticator>::from_ref(state);
-        let token = bearer_token(parts).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let token =
+            bearer_token(&parts.headers).ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
         auth.authenticate(token).await
     }
 }

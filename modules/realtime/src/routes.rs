@@ -78,13 +78,8 @@ impl Visibility {
 }
 
 async fn authenticate(s: &RealtimeState, headers: &HeaderMap, q: &StreamQuery) -> ApiResult<Principal> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    let token = header
+    let token = atlas_auth::principal::bearer_token(headers)
+        .map(str::to_string)
         .or_else(|| q.access_token.clone())
         .ok_or_else(|| ApiError::Unauthorized("missing bearer token or access_token".into()))?;
     s.auth.authenticate(&token).await

@@ -86,7 +86,8 @@ enum DlqCommand {
         #[arg(long)]
         consumer: Option<String>,
     },
-    /// Deliver dead letters again (the running server's consumers pick them up).
+    /// Deliver dead letters again (embedded: the running server's consumers
+    /// pick them up; nats: they go back to their consumer's stream at once).
     Replay {
         /// The dead letter's id.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
@@ -220,9 +221,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = load_settings(&cli, Vec::new())?;
             init_cli_logging();
             let db = Database::connect(&settings.database()).await?;
+            let store = atlas_events::dlq::DeadLetterStore::open(&db, &settings.events).await?;
             match command {
                 DlqCommand::List { consumer } => {
-                    let letters = atlas_events::dlq::list(&db, consumer.as_deref()).await?;
+                    let letters = store.list(consumer.as_deref()).await?;
                     if letters.is_empty() {
                         println!("no dead letters");
                     }
@@ -239,17 +241,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
                 DlqCommand::Replay { id, all } => {
-                    let n = atlas_events::dlq::request_replay(&db, if *all { None } else { id.as_deref() }).await?;
+                    let n = store.replay(if *all { None } else { id.as_deref() }).await?;
                     if n == 0 && !*all {
                         bail!(
                             "no dead letter {} waiting for replay",
                             id.as_deref().unwrap_or_default()
                         );
                     }
-                    println!("{n} dead letter(s) queued for replay");
+                    match store {
+                        atlas_events::dlq::DeadLetterStore::Table(_) => {
+                            println!("{n} dead letter(s) queued for replay")
+                        }
+                        atlas_events::dlq::DeadLetterStore::Stream(_) => {
+                            println!("{n} dead letter(s) sent back to their consumer")
+                        }
+                    }
                 }
                 DlqCommand::Purge { consumer } => {
-                    let n = atlas_events::dlq::purge(&db, consumer.as_deref()).await?;
+                    let n = store.purge(consumer.as_deref()).await?;
                     println!("{n} dead letter(s) deleted");
                 }
             }

@@ -1,4 +1,5 @@
-//! Inspecting and replaying dead letters (`atlas dlq …`).
+//! Inspecting and replaying dead letters (`atlas dlq …`), in the
+//! `dead_letters` table (embedded broker) or the dead-letter stream (nats).
 
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
@@ -67,4 +68,61 @@ pub async fn purge(db: &Database, consumer: Option<&str>) -> Result<u64, sqlx::E
         .execute(db.writer())
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Where dead letters live for the configured broker.
+pub enum DeadLetterStore {
+    Table(Database),
+    Stream(crate::nats::NatsLog),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeadLetterError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Nats(#[from] crate::nats::NatsError),
+}
+
+impl DeadLetterStore {
+    /// The store `settings.broker` uses (connecting to NATS for `nats`).
+    pub async fn open(
+        db: &Database,
+        settings: &atlas_kernel::settings::EventsSettings,
+    ) -> Result<DeadLetterStore, DeadLetterError> {
+        Ok(match settings.broker {
+            atlas_kernel::settings::Broker::Embedded => DeadLetterStore::Table(db.clone()),
+            atlas_kernel::settings::Broker::Nats => {
+                DeadLetterStore::Stream(crate::nats::NatsLog::connect(&settings.nats).await?)
+            }
+        })
+    }
+
+    pub async fn list(&self, consumer: Option<&str>) -> Result<Vec<DeadLetter>, DeadLetterError> {
+        Ok(match self {
+            DeadLetterStore::Table(db) => list(db, consumer).await?,
+            DeadLetterStore::Stream(log) => log
+                .dead_letters(consumer)
+                .await?
+                .into_iter()
+                .map(|(letter, _)| letter)
+                .collect(),
+        })
+    }
+
+    /// Embedded: marks dead letters for the running consumers to deliver
+    /// again. Nats: sends them back to their consumer right away.
+    pub async fn replay(&self, id: Option<&str>) -> Result<u64, DeadLetterError> {
+        Ok(match self {
+            DeadLetterStore::Table(db) => request_replay(db, id).await?,
+            DeadLetterStore::Stream(log) => log.replay_dead_letters(id).await?,
+        })
+    }
+
+    pub async fn purge(&self, consumer: Option<&str>) -> Result<u64, DeadLetterError> {
+        Ok(match self {
+            DeadLetterStore::Table(db) => purge(db, consumer).await?,
+            DeadLetterStore::Stream(log) => log.purge_dead_letters(consumer).await?,
+        })
+    }
 }

@@ -7,9 +7,11 @@
 //! shape, not what any event means.
 
 pub mod dlq;
+pub mod nats;
 pub mod runtime;
 
 use atlas_db::sqlx::{self, AnyConnection, Row};
+use atlas_kernel::settings::Broker;
 use atlas_kernel::{AppContext, ConsumerSet, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 use serde::{Deserialize, Serialize};
@@ -34,13 +36,36 @@ impl Module for EventsModule {
         atlas_db::migrations_from_dir(self.name(), &MIGRATIONS)
     }
 
+    async fn init(&self, ctx: &AppContext) -> Result<(), ModuleError> {
+        let settings = &ctx.settings().events;
+        if settings.broker == Broker::Nats {
+            let log = nats::NatsLog::connect(&settings.nats).await?;
+            ctx.add_readiness_check(std::sync::Arc::new(nats::NatsReadiness(log.clone())));
+            ctx.provide(std::sync::Arc::new(log));
+        }
+        Ok(())
+    }
+
     async fn start(&self, ctx: &AppContext) -> Result<(), ModuleError> {
         if !ctx.settings().server.role.runs_workers() {
             return Ok(());
         }
         let consumers = ctx.get::<ConsumerSet>().map(|set| set.0.clone()).unwrap_or_default();
-        let runtime = runtime::ConsumerRuntime::new(ctx.db().clone(), ctx.settings().events.clone(), consumers);
-        let handles = runtime.spawn(ctx.shutdown_token().child_token());
+        let settings = ctx.settings().events.clone();
+        let shutdown = ctx.shutdown_token().child_token();
+        let handles = match settings.broker {
+            Broker::Embedded => runtime::ConsumerRuntime::new(ctx.db().clone(), settings, consumers).spawn(shutdown),
+            Broker::Nats => {
+                let log = ctx.require::<nats::NatsLog>()?;
+                let mut handles = log.spawn(ctx.db().clone(), settings.clone(), consumers, shutdown.clone());
+                handles.push(runtime::spawn_pruning(
+                    ctx.db().clone(),
+                    settings.processed_retention_hours,
+                    shutdown,
+                ));
+                handles
+            }
+        };
         self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(handles);
         Ok(())
     }
@@ -165,6 +190,32 @@ pub fn find_secret_field(value: &Value) -> Option<String> {
     }
 }
 
+/// The entity and action an event type names: `ItemCreated` → (`item`,
+/// `created`), `MembershipRoleChanged` → (`membership`, `role_changed`). The
+/// first CamelCase word is the entity; the rest, in snake case, the action.
+pub fn entity_and_action(event_type: &str) -> (String, String) {
+    let mut words: Vec<String> = Vec::new();
+    for c in event_type.chars() {
+        if c.is_ascii_uppercase() || words.is_empty() {
+            words.push(String::new());
+        }
+        if let Some(last) = words.last_mut() {
+            last.push(c.to_ascii_lowercase());
+        }
+    }
+    let mut words = words
+        .into_iter()
+        .filter(|w| w.chars().all(|c| c.is_ascii_alphanumeric()));
+    let entity = words.next().unwrap_or_else(|| "event".into());
+    let action: Vec<String> = words.collect();
+    let action = if action.is_empty() {
+        "event".to_string()
+    } else {
+        action.join("_")
+    };
+    (entity, action)
+}
+
 /// Arbitrary constant naming the outbox writers' advisory lock on PostgreSQL.
 const OUTBOX_LOCK: i64 = 0x4154_4C41_535F_4F42;
 
@@ -230,6 +281,19 @@ pub async fn read_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_types_name_entity_and_action() {
+        let pair = |t| entity_and_action(t);
+        assert_eq!(pair("ItemCreated"), ("item".into(), "created".into()));
+        assert_eq!(
+            pair("MembershipRoleChanged"),
+            ("membership".into(), "role_changed".into())
+        );
+        assert_eq!(pair("JobDead"), ("job".into(), "dead".into()));
+        assert_eq!(pair("Weird"), ("weird".into(), "event".into()));
+        assert_eq!(pair("a.b*"), ("event".into(), "event".into()));
+    }
 
     #[test]
     fn secrets_are_found_at_any_depth() {

@@ -56,13 +56,16 @@ impl ConsumerRuntime {
             let worker = ConsumerTask {
                 db: self.db.clone(),
                 settings: self.settings.clone(),
-                consumer,
+                handling: Handling::new(self.db.clone(), consumer),
             };
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
         }
-        let (db, hours) = (self.db.clone(), self.settings.processed_retention_hours);
-        tasks.push(tokio::spawn(async move { prune_processed(db, hours, shutdown).await }));
+        tasks.push(spawn_pruning(
+            self.db.clone(),
+            self.settings.processed_retention_hours,
+            shutdown,
+        ));
         tasks
     }
 }
@@ -70,12 +73,12 @@ impl ConsumerRuntime {
 struct ConsumerTask {
     db: Database,
     settings: EventsSettings,
-    consumer: Arc<dyn Consumer>,
+    handling: Handling,
 }
 
 impl ConsumerTask {
     async fn run(self, shutdown: CancellationToken) {
-        let name = self.consumer.name().to_string();
+        let name = self.handling.name().to_string();
         tracing::info!(consumer = %name, "consumer started");
         let idle = Duration::from_millis(self.settings.poll_interval_ms);
         loop {
@@ -104,7 +107,7 @@ impl ConsumerTask {
     /// Replays requested dead letters, then handles one batch. Returns how
     /// many events it looked at.
     async fn step(&self, shutdown: &CancellationToken) -> Result<usize, RuntimeError> {
-        let name = self.consumer.name();
+        let name = self.handling.name();
         self.replay_dead_letters(shutdown).await?;
         let offset: i64 = sqlx::query("SELECT last_sequence FROM consumer_offsets WHERE consumer = $1")
             .bind(name)
@@ -132,8 +135,7 @@ impl ConsumerTask {
             let sequence: i64 = row.try_get(0)?;
             let mut envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
             envelope.sequence = Some(sequence);
-            let wanted = self.consumer.event_types();
-            let handled = if wanted.is_empty() || wanted.contains(&envelope.event_type.as_str()) {
+            let handled = if self.handling.wants(&envelope.event_type) {
                 match self.deliver(&envelope, shutdown).await? {
                     Delivery::Handled => true,
                     Delivery::DeadLettered => false,
@@ -148,68 +150,26 @@ impl ConsumerTask {
         Ok(seen)
     }
 
-    async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
-        Ok(
-            sqlx::query("SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2")
-                .bind(self.consumer.name())
-                .bind(event_id)
-                .fetch_optional(self.db.reader())
-                .await?
-                .is_some(),
-        )
-    }
-
     /// Hand one event to the handler, retrying; dead-letter it after the
     /// last attempt.
     async fn deliver(&self, envelope: &Envelope, shutdown: &CancellationToken) -> Result<Delivery, RuntimeError> {
-        let name = self.consumer.name().to_string();
-        if self.already_processed(&envelope.event_id).await? {
-            metrics::counter!("atlas_events_consumer_duplicates_total", "consumer" => name).increment(1);
+        let handling = &self.handling;
+        if handling.already_processed(&envelope.event_id).await? {
             return Ok(Delivery::Handled);
         }
-        let json = serde_json::to_value(envelope)?;
-        let span = tracing::info_span!(
-            "event.consume",
-            consumer = %name,
-            event_id = %envelope.event_id,
-            event_type = %envelope.event_type,
-            trace_id = %envelope.trace_id,
-            request_id = %envelope.request_id,
-        );
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            let started = Instant::now();
-            let result = tracing::Instrument::instrument(self.consumer.handle(&json), span.clone()).await;
-            metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => name.clone())
-                .record(started.elapsed().as_secs_f64());
-            match result {
-                Ok(()) => {
-                    metrics::counter!("atlas_events_consumer_processed_total", "consumer" => name.clone()).increment(1);
-                    let lag = chrono::DateTime::parse_from_rfc3339(&envelope.occurred_at)
-                        .map(|t| {
-                            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
-                                .num_milliseconds()
-                                .max(0) as f64
-                                / 1e3
-                        })
-                        .unwrap_or(0.0);
-                    metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => name.clone()).set(lag);
-                    return Ok(Delivery::Handled);
-                }
+            match handling.attempt(envelope).await {
+                Ok(()) => return Ok(Delivery::Handled),
                 Err(error) if attempt >= self.settings.max_deliver => {
-                    span.in_scope(
-                        || tracing::error!(attempts = attempt, %error, "handler failed; event dead-lettered"),
-                    );
+                    handling.gave_up(envelope, attempt, &error);
                     self.dead_letter(envelope, attempt, &error.to_string()).await?;
-                    metrics::counter!("atlas_events_consumer_dead_lettered_total", "consumer" => name.clone())
-                        .increment(1);
                     return Ok(Delivery::DeadLettered);
                 }
                 Err(error) => {
                     let delay = backoff(&self.settings, attempt);
-                    span.in_scope(|| tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry"));
-                    metrics::counter!("atlas_events_consumer_retried_total", "consumer" => name.clone()).increment(1);
+                    handling.will_retry(envelope, attempt, &error, delay);
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(Delivery::Interrupted),
                         _ = tokio::time::sleep(delay) => {}
@@ -228,7 +188,7 @@ impl ConsumerTask {
                 "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
                  ON CONFLICT (consumer, event_id) DO NOTHING",
             )
-            .bind(self.consumer.name())
+            .bind(self.handling.name())
             .bind(event_id)
             .bind(&now)
             .execute(&mut *tx)
@@ -238,7 +198,7 @@ impl ConsumerTask {
             "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
         )
-        .bind(self.consumer.name())
+        .bind(self.handling.name())
         .bind(sequence)
         .bind(&now)
         .execute(&mut *tx)
@@ -252,7 +212,7 @@ impl ConsumerTask {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
-        .bind(self.consumer.name())
+        .bind(self.handling.name())
         .bind(&envelope.event_id)
         .bind(&envelope.event_type)
         .bind(envelope.sequence.unwrap_or(0))
@@ -271,7 +231,7 @@ impl ConsumerTask {
         let rows = sqlx::query(
             "SELECT id, envelope FROM dead_letters WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL ORDER BY id",
         )
-        .bind(self.consumer.name())
+        .bind(self.handling.name())
         .fetch_all(self.db.reader())
         .await?;
         for row in rows {
@@ -294,7 +254,7 @@ impl ConsumerTask {
                     "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
                      ON CONFLICT (consumer, event_id) DO NOTHING",
                 )
-                .bind(self.consumer.name())
+                .bind(self.handling.name())
                 .bind(&envelope.event_id)
                 .bind(atlas_db::now())
                 .execute(&mut *tx)
@@ -304,6 +264,116 @@ impl ConsumerTask {
         }
         Ok(())
     }
+}
+
+/// What both brokers do around one handler call: the idempotency check, the
+/// span carrying the event's trace, metrics, and the processed record.
+pub(crate) struct Handling {
+    db: Database,
+    consumer: Arc<dyn Consumer>,
+    name: String,
+}
+
+impl Handling {
+    pub(crate) fn new(db: Database, consumer: Arc<dyn Consumer>) -> Self {
+        let name = consumer.name().to_string();
+        Handling { db, consumer, name }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the consumer wants events of this type.
+    pub(crate) fn wants(&self, event_type: &str) -> bool {
+        let wanted = self.consumer.event_types();
+        wanted.is_empty() || wanted.contains(&event_type)
+    }
+
+    /// Whether this consumer already handled `event_id` (a redelivery).
+    pub(crate) async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
+        let seen = sqlx::query("SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2")
+            .bind(&self.name)
+            .bind(event_id)
+            .fetch_optional(self.db.reader())
+            .await?
+            .is_some();
+        if seen {
+            metrics::counter!("atlas_events_consumer_duplicates_total", "consumer" => self.name.clone()).increment(1);
+        }
+        Ok(seen)
+    }
+
+    /// Record that this consumer handled `event_id`.
+    pub(crate) async fn mark_processed(&self, event_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(&self.name)
+        .bind(event_id)
+        .bind(atlas_db::now())
+        .execute(self.db.writer())
+        .await?;
+        Ok(())
+    }
+
+    fn span(&self, envelope: &Envelope) -> tracing::Span {
+        tracing::info_span!(
+            "event.consume",
+            consumer = %self.name,
+            event_id = %envelope.event_id,
+            event_type = %envelope.event_type,
+            trace_id = %envelope.trace_id,
+            request_id = %envelope.request_id,
+        )
+    }
+
+    /// Call the handler once, inside the event's span, recording metrics.
+    pub(crate) async fn attempt(&self, envelope: &Envelope) -> Result<(), atlas_kernel::ModuleError> {
+        let json = serde_json::to_value(envelope)?;
+        let started = Instant::now();
+        let result = tracing::Instrument::instrument(self.consumer.handle(&json), self.span(envelope)).await;
+        metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            metrics::counter!("atlas_events_consumer_processed_total", "consumer" => self.name.clone()).increment(1);
+            metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => self.name.clone())
+                .set(seconds_since(&envelope.occurred_at));
+        }
+        result
+    }
+
+    pub(crate) fn will_retry(
+        &self,
+        envelope: &Envelope,
+        attempt: u32,
+        error: &atlas_kernel::ModuleError,
+        delay: Duration,
+    ) {
+        self.span(envelope).in_scope(
+            || tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry"),
+        );
+        metrics::counter!("atlas_events_consumer_retried_total", "consumer" => self.name.clone()).increment(1);
+    }
+
+    pub(crate) fn gave_up(&self, envelope: &Envelope, attempts: u32, error: &atlas_kernel::ModuleError) {
+        self.span(envelope)
+            .in_scope(|| tracing::error!(attempts, %error, "handler failed; event dead-lettered"));
+        metrics::counter!("atlas_events_consumer_dead_lettered_total", "consumer" => self.name.clone()).increment(1);
+    }
+}
+
+/// Seconds from an RFC 3339 time to now (0 when unparseable or future).
+pub(crate) fn seconds_since(rfc3339: &str) -> f64 {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .map(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc))
+                .num_milliseconds()
+                .max(0) as f64
+                / 1e3
+        })
+        .unwrap_or(0.0)
 }
 
 enum Delivery {
@@ -320,6 +390,11 @@ pub fn backoff(settings: &EventsSettings, attempt: u32) -> Duration {
     let capped = base.min(settings.backoff_max_ms) as f64;
     let jitter = rand::thread_rng().gen_range(0.75..=1.25);
     Duration::from_millis((capped * jitter) as u64)
+}
+
+/// The task that deletes processed records older than the retention.
+pub fn spawn_pruning(db: Database, retention_hours: u64, shutdown: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move { prune_processed(db, retention_hours, shutdown).await })
 }
 
 async fn prune_processed(db: Database, retention_hours: u64, shutdown: CancellationToken) {

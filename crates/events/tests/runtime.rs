@@ -1,5 +1,7 @@
-//! The embedded consumer runtime against real databases: delivery in order,
-//! retries, dead letters and their replay, idempotent redelivery, filters.
+//! The consumer runtime against real databases and a real JetStream, in
+//! every mode (embedded on SQLite and PostgreSQL, nats on PostgreSQL):
+//! delivery in order, retries, dead letters and their replay, idempotent
+//! redelivery, filters.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -8,9 +10,40 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
+use atlas_events::dlq::DeadLetterStore;
 use atlas_events::{EntityRef, EventContext, EventsModule};
+use atlas_kernel::settings::EventsSettings;
 use atlas_kernel::{AppContext, Consumer, Module, ModuleError, ModuleRegistry};
-use atlas_testkit::{both_backends, TestBackend, TestServer};
+use atlas_testkit::{TestBackend, TestNats, TestServer};
+
+/// Where the events travel in a test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Mode {
+    EmbeddedSqlite,
+    EmbeddedPostgres,
+    NatsPostgres,
+}
+
+/// Run the same async test body in every mode.
+macro_rules! all_modes {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded_sqlite() {
+                $body(Mode::EmbeddedSqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn embedded_postgres() {
+                $body(Mode::EmbeddedPostgres).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn nats_postgres() {
+                $body(Mode::NatsPostgres).await
+            }
+        }
+    };
+}
 
 /// Records the event ids it handled; fails while `failing` is set.
 struct Recorder {
@@ -19,6 +52,7 @@ struct Recorder {
     seen: Mutex<Vec<String>>,
     calls: AtomicUsize,
     failing: AtomicBool,
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Recorder {
@@ -29,6 +63,7 @@ impl Recorder {
             seen: Mutex::new(Vec::new()),
             calls: AtomicUsize::new(0),
             failing: AtomicBool::new(failing),
+            delay_ms: Default::default(),
         })
     }
     fn seen(&self) -> Vec<String> {
@@ -46,6 +81,10 @@ impl Consumer for Recorder {
     }
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         if self.failing.load(Ordering::SeqCst) {
             return Err(format!("cannot handle {}", envelope["type"].as_str().unwrap_or("?")).into());
         }
@@ -72,18 +111,66 @@ impl Module for Fixture {
     }
 }
 
-async fn start(backend: TestBackend, recorders: Vec<Arc<Recorder>>) -> Option<(TestServer, Database)> {
+/// A running server with its consumers, a connection to its database and,
+/// in nats mode, its streams.
+struct Harness {
+    server: TestServer,
+    db: Database,
+    events: EventsSettings,
+    nats: Option<TestNats>,
+}
+
+impl Harness {
+    async fn dead_letters(&self) -> DeadLetterStore {
+        DeadLetterStore::open(&self.db, &self.events).await.unwrap()
+    }
+
+    async fn stop(self) {
+        self.db.close().await;
+        self.server.stop().await.unwrap();
+        drop(self.nats);
+    }
+}
+
+async fn start(mode: Mode, recorders: Vec<Arc<Recorder>>) -> Option<Harness> {
+    start_with(mode, recorders, |_| {}).await
+}
+
+async fn start_with(
+    mode: Mode,
+    recorders: Vec<Arc<Recorder>>,
+    configure: impl FnOnce(&mut atlas_kernel::Settings),
+) -> Option<Harness> {
+    let nats = match mode {
+        Mode::NatsPostgres => Some(TestNats::new().await?),
+        _ => None,
+    };
+    let backend = match mode {
+        Mode::EmbeddedSqlite => TestBackend::Sqlite,
+        _ => TestBackend::Postgres,
+    };
     let registry =
         ModuleRegistry::from_modules(vec![Arc::new(EventsModule::default()), Arc::new(Fixture(recorders))]).unwrap();
+    let mut events = EventsSettings::default();
     let server = TestServer::start(backend, registry, |s| {
         s.events.poll_interval_ms = 10;
         s.events.max_deliver = 3;
         s.events.backoff_initial_ms = 10;
         s.events.backoff_max_ms = 50;
+        if let Some(nats) = &nats {
+            nats.apply(s);
+        }
+        configure(s);
+        events = s.events.clone();
     })
     .await?;
     let db = server.database.connect().await;
-    Some((server, db))
+    Some(Harness {
+        server,
+        db,
+        events,
+        nats,
+    })
 }
 
 /// Commit `n` events of `event_type`, each in its own transaction.
@@ -116,12 +203,13 @@ async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
     }
 }
 
-async fn delivery_in_order_with_filters(backend: TestBackend) {
+async fn delivery_in_order_with_filters(mode: Mode) {
     let all = Recorder::new("all", &[], false);
     let created = Recorder::new("created-only", &["ItemCreated"], false);
-    let Some((server, db)) = start(backend, vec![all.clone(), created.clone()]).await else {
+    let Some(h) = start(mode, vec![all.clone(), created.clone()]).await else {
         return;
     };
+    let db = &h.db;
     let mut ids = emit(&db, "ItemCreated", 30).await;
     let deleted = emit(&db, "ItemDeleted", 5).await;
     ids.extend(deleted.iter().cloned());
@@ -130,6 +218,10 @@ async fn delivery_in_order_with_filters(backend: TestBackend) {
     eventually("filtered consumer caught up", async || created.seen().len() == 30).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(created.seen(), ids[..30].to_vec(), "only the types it asked for");
+    if mode == Mode::NatsPostgres {
+        h.stop().await;
+        return;
+    }
     let offset: i64 = sqlx::query("SELECT last_sequence FROM consumer_offsets WHERE consumer = 'created-only'")
         .fetch_one(db.reader())
         .await
@@ -141,86 +233,105 @@ async fn delivery_in_order_with_filters(backend: TestBackend) {
         .unwrap()
         .get(0);
     assert_eq!(offset, head, "skipped events advance the offset too");
-    db.close().await;
-    server.stop().await.unwrap();
+    h.stop().await;
 }
-both_backends!(events_reach_consumers_in_order, delivery_in_order_with_filters);
+all_modes!(events_reach_consumers_in_order, delivery_in_order_with_filters);
 
-async fn poison_pill(backend: TestBackend) {
+async fn poison_pill(mode: Mode) {
     let healthy = Recorder::new("healthy", &[], false);
     let poisoned = Recorder::new("poisoned", &[], true);
-    let Some((server, db)) = start(backend, vec![healthy.clone(), poisoned.clone()]).await else {
+    let Some(h) = start(mode, vec![healthy.clone(), poisoned.clone()]).await else {
         return;
     };
-    let ids = emit(&db, "ItemCreated", 2).await;
+    let store = h.dead_letters().await;
+    let ids = emit(&h.db, "ItemCreated", 2).await;
     eventually("both events dead-lettered", async || {
-        atlas_events::dlq::list(&db, Some("poisoned")).await.unwrap().len() == 2
+        store.list(Some("poisoned")).await.unwrap().len() == 2
     })
     .await;
-    let letters = atlas_events::dlq::list(&db, Some("poisoned")).await.unwrap();
+    let letters = store.list(Some("poisoned")).await.unwrap();
     assert_eq!(letters.iter().map(|d| d.event_id.clone()).collect::<Vec<_>>(), ids);
     assert!(
         letters
             .iter()
-            .all(|d| d.attempts == 3 && d.last_error == "cannot handle ItemCreated"),
+            .all(|d| d.attempts == 3 && d.last_error == "cannot handle ItemCreated" && d.consumer == "poisoned"),
         "{letters:?}"
     );
     assert_eq!(poisoned.calls.load(Ordering::SeqCst), 6, "max_deliver attempts each");
-    assert!(atlas_events::dlq::list(&db, Some("healthy")).await.unwrap().is_empty());
+    assert!(store.list(Some("healthy")).await.unwrap().is_empty());
     eventually("the healthy consumer is unaffected", async || healthy.seen() == ids).await;
 
     // Fix the handler, replay one, then the rest: each is handled once.
     poisoned.failing.store(false, Ordering::SeqCst);
-    assert_eq!(
-        atlas_events::dlq::request_replay(&db, Some(&letters[0].id))
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(store.replay(Some(&letters[0].id)).await.unwrap(), 1);
     eventually("first replayed", async || poisoned.seen() == ids[..1].to_vec()).await;
-    assert_eq!(atlas_events::dlq::request_replay(&db, None).await.unwrap(), 1);
+    assert_eq!(store.replay(None).await.unwrap(), 1);
     eventually("second replayed", async || poisoned.seen() == ids).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(poisoned.seen(), ids, "replayed exactly once");
-    let letters = atlas_events::dlq::list(&db, Some("poisoned")).await.unwrap();
-    assert!(letters.iter().all(|d| d.replayed_at.is_some()));
-    assert_eq!(
-        atlas_events::dlq::request_replay(&db, None).await.unwrap(),
-        0,
-        "nothing left to replay"
-    );
-    assert_eq!(atlas_events::dlq::purge(&db, Some("poisoned")).await.unwrap(), 2);
-    db.close().await;
-    server.stop().await.unwrap();
+    assert_eq!(healthy.seen(), ids, "a replay reaches only its own consumer");
+    assert_eq!(store.replay(None).await.unwrap(), 0, "nothing left to replay");
+    let letters = store.list(Some("poisoned")).await.unwrap();
+    match mode {
+        // Embedded keeps replayed letters, marked, until purged.
+        Mode::EmbeddedSqlite | Mode::EmbeddedPostgres => {
+            assert!(letters.iter().all(|d| d.replayed_at.is_some()));
+            assert_eq!(store.purge(Some("poisoned")).await.unwrap(), 2);
+        }
+        // The stream drops a letter once it is replayed.
+        Mode::NatsPostgres => assert!(letters.is_empty(), "{letters:?}"),
+    }
+    assert!(store.list(None).await.unwrap().is_empty());
+    h.stop().await;
 }
-both_backends!(a_poison_pill_is_dead_lettered_and_replayed_once, poison_pill);
+all_modes!(a_poison_pill_is_dead_lettered_and_replayed_once, poison_pill);
 
-async fn redelivery_is_a_no_op(backend: TestBackend) {
+async fn redelivery_is_a_no_op(mode: Mode) {
     let recorder = Recorder::new("once", &[], false);
-    let Some((server, db)) = start(backend, vec![recorder.clone()]).await else {
+    let Some(h) = start(mode, vec![recorder.clone()]).await else {
         return;
     };
-    let ids = emit(&db, "ItemUpdated", 10).await;
+    let ids = emit(&h.db, "ItemUpdated", 10).await;
     eventually("delivered", async || recorder.seen().len() == 10).await;
-    // Rewind the offset, as a crash before the offset commit would: the same
-    // event ids come again and the handler is not called for them.
-    sqlx::query("UPDATE consumer_offsets SET last_sequence = 0 WHERE consumer = 'once'")
-        .execute(db.writer())
-        .await
-        .unwrap();
-    let more = emit(&db, "ItemUpdated", 1).await;
+    match &h.nats {
+        // Rewind the offset, as a crash before the offset commit would.
+        None => {
+            sqlx::query("UPDATE consumer_offsets SET last_sequence = 0 WHERE consumer = 'once'")
+                .execute(h.db.writer())
+                .await
+                .unwrap();
+        }
+        // Publish every event again under new message ids, past the
+        // broker's dedup, as a relay that lost its marks would.
+        Some(nats) => {
+            let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+            let js = async_nats::jetstream::new(client);
+            let rows = sqlx::query("SELECT envelope FROM outbox ORDER BY sequence")
+                .fetch_all(h.db.reader())
+                .await
+                .unwrap();
+            for row in rows {
+                let envelope: String = row.get(0);
+                let subject = format!("{}.events.item.updated", nats.subject_prefix);
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(envelope.into_bytes().into())
+                    .message_id(uuid::Uuid::now_v7().to_string());
+                js.send_publish(subject, publish).await.unwrap().await.unwrap();
+            }
+        }
+    }
+    let more = emit(&h.db, "ItemUpdated", 1).await;
     eventually("the new event delivered", async || recorder.seen().len() == 11).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         recorder.calls.load(Ordering::SeqCst),
         11,
         "no handler call for a duplicate"
     );
     assert_eq!(recorder.seen(), [ids, more].concat());
-    db.close().await;
-    server.stop().await.unwrap();
+    h.stop().await;
 }
-both_backends!(duplicate_delivery_is_a_no_op, redelivery_is_a_no_op);
+all_modes!(duplicate_delivery_is_a_no_op, redelivery_is_a_no_op);
 
 #[tokio::test]
 async fn a_process_without_workers_runs_no_consumers() {
@@ -242,4 +353,235 @@ async fn a_process_without_workers_runs_no_consumers() {
     assert_eq!(recorder.calls.load(Ordering::SeqCst), 0);
     db.close().await;
     server.stop().await.unwrap();
+}
+
+/// Commit `n` events in transactions of up to `per_tx` events each.
+async fn emit_batched(db: &Database, n: usize, per_tx: usize) -> Vec<String> {
+    let ev = EventContext::from_request(None, &atlas_http::RequestContext::detached());
+    let mut ids = Vec::new();
+    while ids.len() < n {
+        let mut tx = db.begin().await.unwrap();
+        for _ in 0..per_tx.min(n - ids.len()) {
+            let envelope = ev.envelope(
+                "ItemCreated",
+                EntityRef {
+                    entity_type: "item".into(),
+                    id: uuid::Uuid::now_v7().to_string(),
+                    collection_id: None,
+                },
+                serde_json::json!({}),
+            );
+            atlas_events::append(&mut tx, &envelope).await.unwrap();
+            ids.push(envelope.event_id);
+        }
+        tx.commit().await.unwrap();
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_publishes_cloudevents_with_dedup_ids_and_trace_context() {
+    let recorder = Recorder::new("headers", &[], false);
+    let Some(h) = start(Mode::NatsPostgres, vec![recorder.clone()]).await else {
+        return;
+    };
+    let nats = h.nats.as_ref().unwrap();
+    let mut ev = EventContext::from_request(None, &atlas_http::RequestContext::detached());
+    ev.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736".into();
+    let envelope = ev.envelope(
+        "MembershipRoleChanged",
+        EntityRef {
+            entity_type: "membership".into(),
+            id: "m1".into(),
+            collection_id: Some("c1".into()),
+        },
+        serde_json::json!({"role": "editor"}),
+    );
+    let mut tx = h.db.begin().await.unwrap();
+    let sequence = atlas_events::append(&mut tx, &envelope).await.unwrap();
+    tx.commit().await.unwrap();
+    eventually("handled", async || recorder.seen().len() == 1).await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let stream = js.get_stream(&nats.stream).await.unwrap();
+    let message = stream.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        message.subject.as_str(),
+        format!("{}.events.membership.role_changed", nats.subject_prefix)
+    );
+    let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_string());
+    assert_eq!(header("Nats-Msg-Id").as_deref(), Some(envelope.event_id.as_str()));
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(header("ce-id").as_deref(), Some(envelope.event_id.as_str()));
+    assert_eq!(header("ce-type").as_deref(), Some("MembershipRoleChanged"));
+    assert_eq!(header("ce-source").as_deref(), Some("/atlas"));
+    assert_eq!(header("ce-time").as_deref(), Some(envelope.occurred_at.as_str()));
+    let traceparent = header("traceparent").unwrap();
+    assert!(
+        traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && traceparent.ends_with("-01"),
+        "{traceparent}"
+    );
+    let published: serde_json::Value = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        published["sequence"], sequence,
+        "the payload is the envelope with its sequence"
+    );
+    let unpublished: i64 = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
+        .fetch_one(h.db.reader())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unpublished, 0, "marked published after the broker's ack");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_never_has_more_than_max_ack_pending_in_flight() {
+    const MAX_ACK_PENDING: u32 = 16;
+    let slow = Recorder::new("slow", &[], false);
+    slow.delay_ms.store(1, Ordering::SeqCst);
+    let Some(h) = start_with(Mode::NatsPostgres, vec![slow.clone()], |s| {
+        s.events.max_ack_pending = MAX_ACK_PENDING;
+    })
+    .await
+    else {
+        return;
+    };
+    let nats = h.nats.as_ref().unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let producer = {
+        let db = h.db.clone();
+        tokio::spawn(async move { emit_batched(&db, 5000, 250).await })
+    };
+    let mut most_in_flight = 0;
+    let mut backlog_seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while slow.seen().len() < 5000 {
+        assert!(Instant::now() < deadline, "only {} handled", slow.seen().len());
+        if let Ok(stream) = js.get_stream(&nats.stream).await {
+            if let Ok(info) = stream.consumer_info("slow").await {
+                most_in_flight = most_in_flight.max(info.num_ack_pending);
+                backlog_seen = backlog_seen.max(info.num_pending);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let ids = producer.await.unwrap();
+    assert!(most_in_flight <= MAX_ACK_PENDING as usize, "{most_in_flight} in flight");
+    assert!(most_in_flight > 0, "the sampling saw messages in flight");
+    assert!(
+        backlog_seen > u64::from(MAX_ACK_PENDING),
+        "the backlog waited in the stream, not in memory"
+    );
+    let mut seen = slow.seen();
+    seen.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(seen, expected, "every event handled once");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_burst_loses_and_duplicates_nothing() {
+    let Some(mut private) = atlas_testkit::PrivateNats::start().await else {
+        return;
+    };
+    let Some(nats) = TestNats::on(&private.url).await else {
+        return;
+    };
+    let recorder = Recorder::new("survivor", &[], false);
+    let registry = ModuleRegistry::from_modules(vec![
+        Arc::new(EventsModule::default()),
+        Arc::new(Fixture(vec![recorder.clone()])),
+    ])
+    .unwrap();
+    let Some(server) = TestServer::start(TestBackend::Postgres, registry, |s| {
+        s.events.poll_interval_ms = 10;
+        nats.apply(s);
+        // Messages must outlive the broker's restart.
+        s.events.nats.storage = atlas_kernel::settings::NatsStorage::File;
+        s.events.nats.request_timeout_secs = 2;
+    })
+    .await
+    else {
+        return;
+    };
+    let db = server.database.connect().await;
+    let producer = {
+        let db = db.clone();
+        tokio::spawn(async move { emit_batched(&db, 3000, 5).await })
+    };
+    eventually("the burst is under way", async || recorder.seen().len() >= 300).await;
+    assert!(!producer.is_finished(), "the broker goes down mid-burst");
+    private.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    private.restart().await;
+    let ids = producer.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorder.seen().len() < ids.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events arrived after the restart",
+            recorder.seen().len(),
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = recorder.seen();
+    seen.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(seen.len(), expected.len(), "no event handled twice");
+    assert_eq!(seen, expected, "every committed event handled");
+    db.close().await;
+    server.stop().await.unwrap();
+    drop(nats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_database_publish_each_event_once() {
+    let Some(nats) = TestNats::new().await else {
+        return;
+    };
+    let Some(database) = atlas_testkit::TestDatabase::new(TestBackend::Postgres).await else {
+        return;
+    };
+    let mut settings = atlas_testkit::test_settings(&database, database.dir.path());
+    nats.apply(&mut settings);
+    let db = database.connect().await;
+    let registry = ModuleRegistry::from_modules(vec![Arc::new(EventsModule::default())]).unwrap();
+    atlas_db::Migrator::new(&db)
+        .up(&registry.migrations().unwrap())
+        .await
+        .unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut relays = Vec::new();
+    for _ in 0..2 {
+        let log = atlas_events::nats::NatsLog::connect(&settings.events.nats)
+            .await
+            .unwrap();
+        let relay = atlas_events::nats::relay::Relay::new(db.clone(), log, 10);
+        relays.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+    let ids = emit_batched(&db, 1000, 20).await;
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url.as_str()).await.unwrap());
+    let mut stream = js.get_stream(&nats.stream).await.unwrap();
+    eventually("all published", async || {
+        stream.info().await.unwrap().state.messages >= ids.len() as u64
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(stream.info().await.unwrap().state.messages, ids.len() as u64);
+    let holders: i64 = sqlx::query("SELECT COUNT(*) FROM relay_lease")
+        .fetch_one(db.reader())
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holders, 1, "one lease row");
+    shutdown.cancel();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    db.close().await;
 }

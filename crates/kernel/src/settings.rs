@@ -104,6 +104,9 @@ pub enum Broker {
     /// The outbox table is the log; consumers keep offsets in the database.
     #[default]
     Embedded,
+    /// A relay publishes the outbox to NATS JetStream; consumers are durable
+    /// JetStream pull consumers (`[events.nats]`).
+    Nats,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +124,70 @@ pub struct EventsSettings {
     pub backoff_max_ms: u64,
     /// How long per-consumer "already processed" records are kept.
     pub processed_retention_hours: u64,
+    /// The JetStream connection, streams and relay (used when `broker = "nats"`).
+    pub nats: NatsSettings,
+}
+
+/// NATS JetStream settings for `events.broker = "nats"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    /// Server URL(s), comma-separated.
+    pub url: String,
+    /// Stream holding the events (`<subject_prefix>.events.<entity>.<action>`).
+    pub stream: String,
+    /// Stream holding dead letters (`<subject_prefix>.dlq.<consumer>`).
+    pub dlq_stream: String,
+    /// First token of every subject Atlas uses.
+    pub subject_prefix: String,
+    /// How long the streams keep messages.
+    pub max_age_hours: u64,
+    /// Stream replicas (1 for a single server; 3 for a cluster).
+    pub replicas: usize,
+    /// `file` or `memory`.
+    pub storage: NatsStorage,
+    /// The broker drops a second publish with the same `Nats-Msg-Id` within
+    /// this window.
+    pub duplicate_window_secs: u64,
+    /// A delivered message not acked within this time is redelivered.
+    pub ack_wait_secs: u64,
+    /// Outbox rows the relay reads per round.
+    pub relay_batch: u32,
+    /// Publishes awaiting the broker's ack at once.
+    pub relay_max_inflight: u32,
+    /// How long a relay's lease lasts without renewal; another process takes
+    /// over after it expires.
+    pub relay_lease_secs: u64,
+    /// Timeout for connecting and for each JetStream request.
+    pub request_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsStorage {
+    #[default]
+    File,
+    Memory,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            url: "nats://127.0.0.1:4222".into(),
+            stream: "ATLAS_EVENTS".into(),
+            dlq_stream: "ATLAS_DLQ".into(),
+            subject_prefix: "atlas".into(),
+            max_age_hours: 168,
+            replicas: 1,
+            storage: NatsStorage::File,
+            duplicate_window_secs: 120,
+            ack_wait_secs: 30,
+            relay_batch: 256,
+            relay_max_inflight: 256,
+            relay_lease_secs: 10,
+            request_timeout_secs: 5,
+        }
+    }
 }
 
 impl Default for EventsSettings {
@@ -133,6 +200,7 @@ impl Default for EventsSettings {
             backoff_initial_ms: 200,
             backoff_max_ms: 30_000,
             processed_retention_hours: 168,
+            nats: NatsSettings::default(),
         }
     }
 }
@@ -415,6 +483,41 @@ impl Settings {
         }
         if e.poll_interval_ms == 0 {
             return Err(ConfigError::invalid("events.poll_interval_ms", "must be at least 1"));
+        }
+        let n = &e.nats;
+        let token_ok = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !token_ok(&n.stream) {
+            return Err(ConfigError::invalid(
+                "events.nats.stream",
+                "letters, digits, `_` or `-` only",
+            ));
+        }
+        if !token_ok(&n.dlq_stream) || n.dlq_stream == n.stream {
+            return Err(ConfigError::invalid(
+                "events.nats.dlq_stream",
+                "letters, digits, `_` or `-` only, and not the events stream",
+            ));
+        }
+        if !n.subject_prefix.split('.').all(token_ok) {
+            return Err(ConfigError::invalid(
+                "events.nats.subject_prefix",
+                "dot-separated tokens of letters, digits, `_` or `-`",
+            ));
+        }
+        if n.replicas == 0 || n.replicas > 5 {
+            return Err(ConfigError::invalid("events.nats.replicas", "must be 1 to 5"));
+        }
+        for (key, value) in [
+            ("events.nats.relay_batch", u64::from(n.relay_batch)),
+            ("events.nats.relay_max_inflight", u64::from(n.relay_max_inflight)),
+            ("events.nats.relay_lease_secs", n.relay_lease_secs),
+            ("events.nats.ack_wait_secs", n.ack_wait_secs),
+            ("events.nats.request_timeout_secs", n.request_timeout_secs),
+            ("events.nats.max_age_hours", n.max_age_hours),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
         }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 {

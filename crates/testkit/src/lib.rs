@@ -6,6 +6,10 @@
 //! `ATLAS_REQUIRE_SERVICES=1` an unreachable server fails the test instead of
 //! skipping it, so CI cannot pass by silently skipping.
 
+mod nats;
+
+pub use nats::{nats_url, PrivateNats, TestNats};
+
 use sqlx::{Connection, Executor};
 
 /// A database backend under test.

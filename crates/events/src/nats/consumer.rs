@@ -1,0 +1,232 @@
+//! A module's consumer as a durable JetStream pull consumer.
+//!
+//! The durable is named after the consumer and filters the events stream to
+//! the narrowest subject covering the consumer's event types. The server
+//! bounds what is in flight (`max_ack_pending`); the task handles messages
+//! one at a time, in stream order, and acks each explicitly. A failed
+//! attempt is nak'ed with an exponential, jittered delay; the attempt that
+//! reaches `max_deliver` moves the message to the dead-letter stream and
+//! terminates it. A message whose event this consumer already processed is
+//! acked without calling the handler.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{self, message::PublishMessage};
+use atlas_db::Database;
+use atlas_kernel::settings::EventsSettings;
+use atlas_kernel::Consumer;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{token, NatsError, NatsLog, REPLAY_FOR_HEADER};
+use crate::runtime::{backoff, Handling};
+use crate::Envelope;
+
+pub struct NatsConsumer {
+    log: NatsLog,
+    settings: EventsSettings,
+    handling: Handling,
+    event_types: Vec<&'static str>,
+}
+
+impl NatsConsumer {
+    pub fn new(db: Database, log: NatsLog, settings: EventsSettings, consumer: Arc<dyn Consumer>) -> Self {
+        let event_types = consumer.event_types().to_vec();
+        NatsConsumer {
+            log,
+            settings,
+            handling: Handling::new(db, consumer),
+            event_types,
+        }
+    }
+
+    /// The durable's configuration.
+    pub fn config(&self) -> pull::Config {
+        let nats = self.log.settings();
+        pull::Config {
+            durable_name: Some(token(self.handling.name())),
+            description: Some(format!("Atlas consumer {}", self.handling.name())),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(nats.ack_wait_secs),
+            // One more than Atlas's own limit: the last attempt dead-letters
+            // the message itself, so the server must still deliver it.
+            max_deliver: i64::from(self.settings.max_deliver) + 1,
+            filter_subject: self.log.filter_for(&self.event_types),
+            max_ack_pending: i64::from(self.settings.max_ack_pending),
+            num_replicas: nats.replicas,
+            ..Default::default()
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let name = self.handling.name().to_string();
+        tracing::info!(consumer = %name, "JetStream consumer started");
+        while !shutdown.is_cancelled() {
+            if let Err(e) = self.consume(&shutdown).await {
+                tracing::warn!(consumer = %name, error = %e, "JetStream consumer failed; restarting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+        tracing::info!(consumer = %name, "JetStream consumer stopped");
+    }
+
+    async fn consume(&self, shutdown: &CancellationToken) -> Result<(), NatsError> {
+        let name = self.handling.name();
+        let consumer_err = |e: &dyn std::fmt::Display| NatsError::Consumer {
+            consumer: name.to_string(),
+            message: e.to_string(),
+        };
+        let stream = self
+            .log
+            .jetstream()
+            .get_stream(&self.log.settings().stream)
+            .await
+            .map_err(|e| consumer_err(&e))?;
+        let config = self.config();
+        let durable = config.durable_name.clone().unwrap_or_default();
+        let consumer = match stream.get_consumer::<pull::Config>(&durable).await {
+            Ok(mut existing) if existing.cached_info().config.filter_subject == config.filter_subject => {
+                // Creating an existing durable updates its limits where the
+                // server allows; otherwise the old limits stay.
+                if let Err(e) = stream.create_consumer(config).await {
+                    tracing::warn!(consumer = %name, error = %e, "could not update the durable consumer's settings");
+                }
+                let _ = existing.info().await;
+                existing
+            }
+            Ok(existing) => {
+                // The event types changed: recreate the durable with the new
+                // filter, continuing after the last message the old one saw.
+                let next = existing.cached_info().delivered.stream_sequence + 1;
+                tracing::warn!(consumer = %name, from_sequence = next, "event types changed; recreating the durable consumer");
+                stream.delete_consumer(&durable).await.map_err(|e| consumer_err(&e))?;
+                let config = pull::Config {
+                    deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: next },
+                    ..config
+                };
+                stream.create_consumer(config).await.map_err(|e| consumer_err(&e))?
+            }
+            Err(_) => stream.create_consumer(config).await.map_err(|e| consumer_err(&e))?,
+        };
+        let batch = (self.settings.max_ack_pending as usize).clamp(1, 256);
+        let mut messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|e| consumer_err(&e))?;
+        let mut lag_report = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = lag_report.tick() => {
+                    if let Ok(info) = consumer.get_info().await {
+                        metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => name.to_string())
+                            .set((info.num_pending + info.num_ack_pending as u64) as f64);
+                    }
+                }
+                next = messages.next() => match next {
+                    Some(Ok(message)) => self.handle(message, shutdown).await?,
+                    Some(Err(e)) => tracing::debug!(consumer = %name, error = %e, "pull consumer hiccup"),
+                    None => return Err(consumer_err(&"message stream ended")),
+                },
+            }
+        }
+    }
+
+    async fn handle(&self, message: jetstream::Message, shutdown: &CancellationToken) -> Result<(), NatsError> {
+        let name = self.handling.name();
+        let ack = |kind: AckKind| {
+            let message = &message;
+            async move {
+                if let Err(e) = message.ack_with(kind).await {
+                    tracing::warn!(consumer = %name, error = %e, "acknowledging a message failed");
+                }
+            }
+        };
+        let (delivered, stream_sequence) = message
+            .info()
+            .map(|i| (i.delivered.max(1), i.stream_sequence))
+            .unwrap_or((1, 0));
+        let envelope: Envelope = match serde_json::from_slice(&message.payload) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                tracing::error!(consumer = %name, error = %e, subject = %message.subject, "message is not an event envelope; terminating it");
+                ack(AckKind::Term).await;
+                return Ok(());
+            }
+        };
+        let replay_for = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(REPLAY_FOR_HEADER))
+            .map(|v| v.as_str().to_string());
+        let for_someone_else = replay_for.is_some_and(|target| target != token(name));
+        if for_someone_else || !self.handling.wants(&envelope.event_type) {
+            ack(AckKind::Ack).await;
+            return Ok(());
+        }
+        if self.handling.already_processed(&envelope.event_id).await? {
+            ack(AckKind::Ack).await;
+            return Ok(());
+        }
+        let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
+        match self.handling.attempt(&envelope).await {
+            Ok(()) => {
+                self.handling.mark_processed(&envelope.event_id).await?;
+                ack(AckKind::Ack).await;
+            }
+            Err(error) if attempt >= self.settings.max_deliver => {
+                self.handling.gave_up(&envelope, attempt, &error);
+                self.dead_letter(&envelope, stream_sequence, attempt, &error.to_string())
+                    .await?;
+                ack(AckKind::Term).await;
+            }
+            Err(error) => {
+                let delay = backoff(&self.settings, attempt);
+                self.handling.will_retry(&envelope, attempt, &error, delay);
+                let delay = if shutdown.is_cancelled() { Duration::ZERO } else { delay };
+                ack(AckKind::Nak(Some(delay))).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        envelope: &Envelope,
+        stream_sequence: u64,
+        attempts: u32,
+        error: &str,
+    ) -> Result<(), NatsError> {
+        let name = self.handling.name();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(super::dlq::CONSUMER_HEADER, token(name).as_str());
+        headers.insert(super::dlq::ATTEMPTS_HEADER, attempts.to_string().as_str());
+        headers.insert(super::dlq::ERROR_HEADER, super::dlq::header_safe(error).as_str());
+        headers.insert(super::dlq::FAILED_AT_HEADER, atlas_db::now().as_str());
+        let publish = PublishMessage::build()
+            .payload(serde_json::to_vec(envelope)?.into())
+            .headers(headers)
+            // Unique per delivered message, so a redelivery after a crash
+            // right here is dropped but a replayed event can die again.
+            .message_id(format!("dlq:{}:{}:{stream_sequence}", token(name), envelope.event_id));
+        let ack = self
+            .log
+            .jetstream()
+            .send_publish(self.log.dlq_subject(name), publish)
+            .await
+            .map_err(|e| NatsError::Publish(e.to_string()))?;
+        ack.await.map_err(|e| NatsError::Publish(e.to_string()))?;
+        Ok(())
+    }
+}

@@ -73,7 +73,7 @@ pub async fn purge(db: &Database, consumer: Option<&str>) -> Result<u64, sqlx::E
 /// Where dead letters live for the configured broker.
 pub enum DeadLetterStore {
     Table(Database),
-    Stream(crate::nats::NatsLog),
+    Stream(Box<crate::nats::NatsLog>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ impl DeadLetterStore {
         Ok(match settings.broker {
             atlas_kernel::settings::Broker::Embedded => DeadLetterStore::Table(db.clone()),
             atlas_kernel::settings::Broker::Nats => {
-                DeadLetterStore::Stream(crate::nats::NatsLog::connect(&settings.nats).await?)
+                DeadLetterStore::Stream(Box::new(crate::nats::NatsLog::connect(&settings.nats).await?))
             }
         })
     }

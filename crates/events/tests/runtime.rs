@@ -210,8 +210,8 @@ async fn delivery_in_order_with_filters(mode: Mode) {
         return;
     };
     let db = &h.db;
-    let mut ids = emit(&db, "ItemCreated", 30).await;
-    let deleted = emit(&db, "ItemDeleted", 5).await;
+    let mut ids = emit(db, "ItemCreated", 30).await;
+    let deleted = emit(db, "ItemDeleted", 5).await;
     ids.extend(deleted.iter().cloned());
     eventually("every event delivered", async || all.seen().len() == 35).await;
     assert_eq!(all.seen(), ids, "in commit order, once each");

@@ -1,7 +1,9 @@
 //! A module whose consumer records every event it handles in
-//! `recorded_events`, counting handler runs per event id. Linked into the
-//! `atlas-crash-fixture` binary so a test can `kill -9` a real server and
-//! check afterwards that every committed event reached the consumer.
+//! `recorded_events`, counting handler runs per event id and keeping the
+//! time of the first. Linked into the `atlas-crash-fixture` binary so a test
+//! can `kill -9` a real server and check afterwards that every committed
+//! event reached the consumer, and so `bench/lag` can measure the time from
+//! commit to handler.
 
 use std::sync::Arc;
 
@@ -54,10 +56,11 @@ impl Consumer for RecordingConsumer {
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
         let event_id = envelope["event_id"].as_str().ok_or("envelope without event_id")?;
         sqlx::query(
-            "INSERT INTO recorded_events (event_id, deliveries) VALUES ($1, 1)
+            "INSERT INTO recorded_events (event_id, deliveries, handled_at) VALUES ($1, 1, $2)
              ON CONFLICT (event_id) DO UPDATE SET deliveries = recorded_events.deliveries + 1",
         )
         .bind(event_id)
+        .bind(atlas_db::now())
         .execute(self.db.writer())
         .await?;
         Ok(())

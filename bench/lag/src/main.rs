@@ -71,7 +71,9 @@ async fn main() -> anyhow::Result<()> {
         _ => {
             let name = format!("atlas_bench_{}", uuid::Uuid::now_v7().simple());
             let admin = Database::connect(&db_settings(&args.postgres)).await?;
-            sqlx::query(&format!("CREATE DATABASE {name}")).execute(admin.writer()).await?;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(admin.writer())
+                .await?;
             admin.close().await;
             let base = args.postgres.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.postgres);
             format!("{base}/{name}")
@@ -100,7 +102,9 @@ async fn main() -> anyhow::Result<()> {
         child: cmd.spawn().context("starting the fixture binary")?,
     };
     let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.max_in_flight).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.max_in_flight)
+        .build()?;
     wait_ready(&client, &base).await?;
     let db = Database::connect(&db_settings(&database_url)).await?;
 
@@ -111,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let token = registered["access_token"].as_str().context("no access token")?.to_string();
+    let token = registered["access_token"]
+        .as_str()
+        .context("no access token")?
+        .to_string();
     let collection: Value = client
         .post(format!("{base}/api/v1/collections"))
         .bearer_auth(&token)
@@ -132,7 +139,11 @@ async fn main() -> anyhow::Result<()> {
     let total = args.rate * args.duration;
     let start = Instant::now();
     let peaks = Arc::new((AtomicI64::new(0), AtomicI64::new(0)));
-    let sampler = tokio::spawn(sample_backlogs(db.clone(), args.mode == Mode::NatsPostgres, peaks.clone()));
+    let sampler = tokio::spawn(sample_backlogs(
+        db.clone(),
+        args.mode == Mode::NatsPostgres,
+        peaks.clone(),
+    ));
     for i in 0..total {
         let due = start + Duration::from_secs_f64(i as f64 / args.rate as f64);
         tokio::time::sleep_until(due.into()).await;
@@ -198,7 +209,11 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         lags[lags.len() - 1],
         max_unhandled,
-        if args.mode == Mode::NatsPostgres { max_unpublished.to_string() } else { "-".into() },
+        if args.mode == Mode::NatsPostgres {
+            max_unpublished.to_string()
+        } else {
+            "-".into()
+        },
         drain,
     );
     db.close().await;
@@ -221,7 +236,10 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> 
 
 /// Events committed but not yet handled by the recorder.
 async fn unhandled(db: &Database) -> anyhow::Result<i64> {
-    let outbox: i64 = sqlx::query("SELECT COUNT(*) FROM outbox").fetch_one(db.reader()).await?.get(0);
+    let outbox: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
+        .fetch_one(db.reader())
+        .await?
+        .get(0);
     let handled: i64 = sqlx::query("SELECT COUNT(*) FROM recorded_events")
         .fetch_one(db.reader())
         .await?

@@ -156,7 +156,17 @@ impl Database {
     pub async fn begin(&self) -> Result<WriteTx, sqlx::Error> {
         match &self.group {
             Some(group) => group.begin().await,
-            None => Ok(WriteTx::plain(self.writer.begin().await?)),
+            None => {
+                // BEGIN runs to completion even if the caller is dropped
+                // mid-way (a client that went away): cancelled between
+                // sending BEGIN and reading its answer, sqlx would not know
+                // the connection is in a transaction and would hand it back
+                // to the pool that way. Completed, the transaction is
+                // tracked and rolled back when dropped.
+                let pool = self.writer.clone();
+                let tx = crate::write::uncancellable(async move { pool.begin().await }).await??;
+                Ok(WriteTx::plain(tx))
+            }
         }
     }
 

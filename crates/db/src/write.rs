@@ -175,7 +175,7 @@ async fn undo_pending(guard: &mut GroupState) -> Result<(), sqlx::Error> {
 }
 
 /// Run `f` to completion even if the caller stops waiting for it.
-async fn uncancellable<T: Send + 'static>(
+pub(crate) async fn uncancellable<T: Send + 'static>(
     f: impl std::future::Future<Output = T> + Send + 'static,
 ) -> Result<T, sqlx::Error> {
     tokio::spawn(f)
@@ -210,7 +210,9 @@ impl WriteTx {
     pub async fn commit(mut self) -> Result<(), sqlx::Error> {
         match &mut self.inner {
             Inner::Plain(tx) => match tx.take() {
-                Some(tx) => tx.commit().await,
+                // Likewise COMMIT: once sent, its outcome is awaited to the
+                // end so the connection's state stays known.
+                Some(tx) => uncancellable(tx.commit()).await?,
                 None => Ok(()),
             },
             Inner::Group {

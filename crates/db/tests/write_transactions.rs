@@ -198,3 +198,58 @@ async fn cancelled_writers_do_not_disturb_others(backend: TestBackend) {
     db.close().await;
 }
 both_backends!(cancelled_writers, cancelled_writers_do_not_disturb_others);
+
+/// Writers cancelled at any point (a client that disconnects mid-request)
+/// must not leave a pooled connection inside a transaction: a later plain
+/// write on that connection would otherwise never commit.
+async fn cancelled_writers_leave_no_open_transaction(backend: TestBackend) {
+    let Some((test_db, db)) = setup(backend).await else {
+        return;
+    };
+    for round in 0..400u64 {
+        let db2 = db.clone();
+        let attempt = async move {
+            let mut tx = db2.begin().await?;
+            sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'cancelled')")
+                .bind(100_000 + round as i64)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        };
+        // Cut the writer off somewhere between BEGIN and COMMIT.
+        let _ = tokio::time::timeout(Duration::from_micros(round % 40 * 25), attempt).await;
+    }
+    // A plain write on every pooled connection at once (all held together,
+    // so each runs on a different one) must be visible to a connection from
+    // outside the pool right away.
+    let mut held = Vec::new();
+    while let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_millis(300), db.writer().acquire()).await {
+        held.push(conn);
+    }
+    assert!(!held.is_empty());
+    for (i, conn) in held.iter_mut().enumerate() {
+        sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'plain')")
+            .bind(i as i64)
+            .execute(&mut **conn)
+            .await
+            .unwrap();
+    }
+    let mut outside = <sqlx::AnyConnection as sqlx::Connection>::connect(&test_db.url)
+        .await
+        .unwrap();
+    let plain: i64 = sqlx::query("SELECT COUNT(*) FROM notes WHERE body = 'plain'")
+        .fetch_one(&mut outside)
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        plain,
+        held.len() as i64,
+        "a pooled connection was left inside a transaction"
+    );
+    drop(held);
+}
+both_backends!(
+    cancelled_writers_and_the_pool,
+    cancelled_writers_leave_no_open_transaction
+);

@@ -54,6 +54,12 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// The audit trail: verify it, export it, check an export offline.
+    #[cfg(feature = "audit")]
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage users.
     #[cfg(feature = "identity")]
     User {
@@ -111,6 +117,47 @@ enum EventsCommand {
         #[arg(long = "type")]
         event_type: Option<String>,
     },
+}
+
+#[cfg(feature = "audit")]
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Walk the chain and its checkpoints and name the first bad row (exit status 1 when one is found).
+    Verify {
+        /// Also trust checkpoints signed by this public key (base64, or a file holding it or its PEM).
+        #[arg(long, value_name = "KEY")]
+        public_key: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an NDJSON bundle of audit rows with the signed checkpoints that cover them.
+    Export {
+        /// Rows whose occurred_at is at or after this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Rows whose occurred_at is before this instant (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this collection's rows carry their data; others in between are elided.
+        #[arg(long)]
+        collection: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Check an exported bundle with the node's public key; needs no database.
+    VerifyBundle {
+        file: PathBuf,
+        /// The node's public key (base64, or a file holding it or its PEM); see `atlas audit public-key`.
+        #[arg(long, value_name = "KEY")]
+        public_key: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the public key checkpoints are signed with.
+    PublicKey,
 }
 
 #[derive(Subcommand, Debug)]
@@ -275,6 +322,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             Ok(())
         }
+        #[cfg(feature = "audit")]
+        Command::Audit { command } => audit_command(&cli, command).await,
         Command::Config {
             command: ConfigCommand::Show,
         } => {
@@ -335,6 +384,97 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "audit")]
+async fn audit_command(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> {
+    use atlas_audit::{AuditStore, NodeKey, PublicKey, TrustedKeys};
+    if let AuditCommand::VerifyBundle { file, public_key, json } = command {
+        // Offline: no configuration, no database.
+        let key = PublicKey::resolve(public_key)?;
+        let input = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let report = atlas_audit::verify_bundle(std::io::BufReader::new(input), &key)?;
+        if *json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            println!("{}", atlas_audit::bundle::describe(&report));
+        }
+        if !report.report.ok {
+            bail!("the bundle does not verify");
+        }
+        return Ok(());
+    }
+    let settings = load_settings(cli, Vec::new())?;
+    init_cli_logging();
+    let node_key = NodeKey::load(&settings.audit, &settings.data_dir, false)?.map(|(key, _)| key);
+    if let AuditCommand::PublicKey = command {
+        let key = node_key.context(
+            "no audit signing key: configure audit.signing_key, or start `atlas serve` once to generate one",
+        )?;
+        println!("key_id:     {}", key.key_id());
+        println!("public_key: {}", key.public().to_base64());
+        print!("{}", key.public().to_pem()?);
+        return Ok(());
+    }
+    let db = Database::connect(&settings.database()).await?;
+    let store = AuditStore::new(db.clone());
+    let outcome = match command {
+        AuditCommand::Verify { public_key, json } => {
+            let mut trusted = TrustedKeys::from_settings(&settings.audit, node_key.as_ref().map(|k| k.public()))?;
+            if let Some(k) = public_key {
+                trusted.add(PublicKey::resolve(k)?);
+            }
+            let report = atlas_audit::verify_database(&store, &trusted).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{}", atlas_audit::verify::describe(&report));
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the audit chain does not verify"))
+            }
+        }
+        AuditCommand::Export {
+            from,
+            to,
+            collection,
+            output,
+        } => {
+            let instant = |name: &str, v: &Option<String>| -> anyhow::Result<_> {
+                v.as_deref()
+                    .map(|t| {
+                        chrono::DateTime::parse_from_rfc3339(t)
+                            .map(|t| t.with_timezone(&chrono::Utc))
+                            .with_context(|| {
+                                format!("--{name} must be an RFC 3339 timestamp, e.g. 2026-11-23T00:00:00Z")
+                            })
+                    })
+                    .transpose()
+            };
+            let filter = atlas_audit::ExportFilter {
+                from: instant("from", from)?,
+                to: instant("to", to)?,
+                collection_id: collection.clone(),
+            };
+            let mut out: Box<dyn std::io::Write> = match output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            let summary = atlas_audit::export(&store, &filter, node_key.as_ref(), &mut out).await?;
+            eprintln!(
+                "exported sequences {}..={}: {} rows, {} elided, {} checkpoints",
+                summary.first_sequence, summary.last_sequence, summary.rows, summary.elided, summary.checkpoints
+            );
+            Ok(())
+        }
+        AuditCommand::VerifyBundle { .. } | AuditCommand::PublicKey => Ok(()),
+    };
+    db.close().await;
+    outcome
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

@@ -2,6 +2,8 @@
 //! Each module registers itself with the kernel through `inventory`; naming
 //! the crate here is what makes the linker keep that registration.
 
+#[cfg(feature = "audit")]
+use atlas_audit as _;
 #[cfg(feature = "collections")]
 use atlas_collections as _;
 use atlas_events as _;

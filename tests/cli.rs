@@ -313,3 +313,83 @@ fn http_status(url: &str) -> std::io::Result<u16> {
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other("no status"))
 }
+
+#[tokio::test]
+async fn audit_verify_export_and_verify_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+    ];
+    let (mut child, base) = serve(dir.path(), &env);
+    let client = reqwest::Client::new();
+    for email in ["a@audit.org", "b@audit.org"] {
+        let r = client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&serde_json::json!({"email": email, "password": "password-123"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let key: serde_json::Value = client
+        .get(format!("{base}/api/v1/audit/public-key"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = |args: &[&str]| atlas(dir.path(), &env).args(args).output().unwrap();
+    // Wait for the sink, through the CLI itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = run(&["audit", "verify", "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        if report["checked"] == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the audit sink did not catch up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop(&mut child);
+
+    let verify = run(&["audit", "verify"]);
+    assert!(verify.status.success());
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain OK: 2 rows verified"));
+    let printed = String::from_utf8(run(&["audit", "public-key"]).stdout).unwrap();
+    let public_key = key["public_key"].as_str().unwrap();
+    assert!(printed.contains(public_key), "{printed}");
+
+    let bundle = dir.path().join("bundle.ndjson");
+    let export = run(&[
+        "audit",
+        "export",
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
+    let check = |key: &str| run(&["audit", "verify-bundle", bundle.to_str().unwrap(), "--public-key", key]);
+    let ok = check(public_key);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("bundle OK: 2 rows"));
+
+    // Another key, then one changed byte: both refused with a non-zero exit.
+    // RFC 8032 test vector 1: a valid key that signed nothing here.
+    let other = "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a";
+    let refused = check(other);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stdout).contains("not trusted"));
+    let text = std::fs::read_to_string(&bundle).unwrap();
+    std::fs::write(&bundle, text.replacen("b@audit.org", "c@audit.org", 1)).unwrap();
+    let tampered = check(public_key);
+    assert!(!tampered.status.success());
+    assert!(
+        String::from_utf8_lossy(&tampered.stdout).contains("hash mismatch"),
+        "{}",
+        String::from_utf8_lossy(&tampered.stdout)
+    );
+}

@@ -2,12 +2,14 @@
 //! the outbox), each run against SQLite and PostgreSQL.
 
 // Link the modules so their registrations are present in this binary.
+use atlas_audit as _;
 use atlas_collections as _;
 use atlas_events as _;
 use atlas_identity as _;
 use atlas_items as _;
 use atlas_realtime as _;
 
+mod audit;
 mod auth;
 mod collections;
 mod helpers;

@@ -214,7 +214,7 @@ both_backends!(rbac_matrix_over_http, rbac_matrix);
 
 /// Register, flip `is_admin` in the database (what `atlas user create
 /// --admin` does), and sign in again so the token carries it.
-async fn make_admin(app: &App, email: &str) -> User {
+pub(crate) async fn make_admin(app: &App, email: &str) -> User {
     let mut user = app.register(email).await;
     sqlx::query("UPDATE users SET is_admin = 1 WHERE id = $1")
         .bind(&user.id)

@@ -94,7 +94,38 @@ pub struct Settings {
     pub database: DatabaseConfig,
     pub auth: AuthSettings,
     pub events: EventsSettings,
+    pub audit: AuditSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// The audit trail: checkpoint cadence and the node's signing key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Sign a checkpoint once this many rows follow the last one; 0 leaves
+    /// checkpoints to the timer alone.
+    pub checkpoint_every_rows: u64,
+    /// Sign a checkpoint of new rows this often; 0 leaves them to the row count.
+    pub checkpoint_interval_secs: u64,
+    /// The node's Ed25519 signing key: PKCS#8 PEM, or the 32-byte seed in
+    /// base64. Without one, embedded mode generates `{data_dir}/audit-signing.key`.
+    pub signing_key: Option<Secret>,
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys (base64 or PEM) of earlier signing keys whose checkpoints
+    /// still verify, for key rotation.
+    pub trusted_public_keys: Vec<String>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_every_rows: 1000,
+            checkpoint_interval_secs: 60,
+            signing_key: None,
+            signing_key_file: None,
+            trusted_public_keys: Vec::new(),
+        }
+    }
 }
 
 /// Where events travel and how consumers retry.
@@ -277,6 +308,7 @@ impl Default for Settings {
             database: DatabaseConfig::default(),
             auth: AuthSettings::default(),
             events: EventsSettings::default(),
+            audit: AuditSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -449,6 +481,11 @@ impl Settings {
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
         resolve_file(&mut self.database.url, &self.database.url_file, "database.url")?;
         resolve_file(&mut self.auth.jwt_secret, &self.auth.jwt_secret_file, "auth.jwt_secret")?;
+        resolve_file(
+            &mut self.audit.signing_key,
+            &self.audit.signing_key_file,
+            "audit.signing_key",
+        )?;
         Ok(())
     }
 
@@ -519,6 +556,12 @@ impl Settings {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        if self.audit.checkpoint_every_rows == 0 && self.audit.checkpoint_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "audit.checkpoint_every_rows",
+                "checkpoint_every_rows and checkpoint_interval_secs cannot both be 0 (nothing would ever be signed)",
+            ));
+        }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 {
             return Err(ConfigError::invalid("auth.access_token_ttl_secs", "must be at least 1"));
@@ -553,6 +596,14 @@ impl Settings {
                 return Err(ConfigError::invalid(
                     "auth.jwt_secret",
                     "the production profile needs an explicit JWT secret (auth.jwt_secret or auth.jwt_secret_file)",
+                ));
+            }
+            if self.sqlite_path().is_none() && self.audit.signing_key.is_none() {
+                // Every worker must sign with the same key; one generated per
+                // process would give each its own.
+                return Err(ConfigError::invalid(
+                    "audit.signing_key",
+                    "the production profile with PostgreSQL needs an explicit audit signing key (audit.signing_key or audit.signing_key_file)",
                 ));
             }
             if let Some(path) = self.sqlite_path() {
@@ -718,6 +769,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "database",
     "auth",
     "events",
+    "audit",
     "telemetry",
 ];
 

@@ -173,9 +173,39 @@ fn production_refuses_a_missing_jwt_secret() {
             ("ATLAS_PROFILE", "production"),
             ("ATLAS_DATABASE__URL", "postgres://db/atlas"),
             ("ATLAS_AUTH__JWT_SECRET", SECRET),
+            (
+                "ATLAS_AUDIT__SIGNING_KEY",
+                "nHZ1DrbqHOe6KmWdO0YgUaNq5sMhWBkuvmRLG6Fl1uU=",
+            ),
         ],
     ));
     assert!(ok.is_ok());
+}
+
+#[test]
+fn production_on_postgres_refuses_a_missing_audit_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let production = [
+        ("ATLAS_PROFILE", "production"),
+        ("ATLAS_DATABASE__URL", "postgres://db/atlas"),
+        ("ATLAS_AUTH__JWT_SECRET", SECRET),
+    ];
+    let err = Settings::load(&source(dir.path(), &production)).unwrap_err();
+    assert_eq!(invalid_key(err), "audit.signing_key", "every worker must share one key");
+    let key_file = dir.path().join("audit.key");
+    std::fs::write(&key_file, "nHZ1DrbqHOe6KmWdO0YgUaNq5sMhWBkuvmRLG6Fl1uU=\n").unwrap();
+    let mut env = production.to_vec();
+    let path = key_file.display().to_string();
+    env.push(("ATLAS_AUDIT__SIGNING_KEY_FILE", &path));
+    let settings = Settings::load(&source(dir.path(), &env)).unwrap();
+    assert!(settings.audit.signing_key.is_some(), "read from the file");
+    assert!(!settings.to_redacted_toml().contains("nHZ1"), "and never printed");
+    // Embedded mode may generate its key.
+    let embedded = Settings::load(&source(
+        dir.path(),
+        &[("ATLAS_PROFILE", "production"), ("ATLAS_AUTH__JWT_SECRET", SECRET)],
+    ));
+    assert!(embedded.is_ok());
 }
 
 #[test]

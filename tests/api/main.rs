@@ -6,12 +6,14 @@ use atlas_collections as _;
 use atlas_events as _;
 use atlas_identity as _;
 use atlas_items as _;
+use atlas_jobs as _;
 use atlas_realtime as _;
 
 mod auth;
 mod collections;
 mod helpers;
 mod items;
+mod jobs;
 mod outbox;
 mod rbac;
 mod realtime;

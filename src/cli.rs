@@ -60,6 +60,12 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Background jobs: list, inspect, retry dead ones, cancel.
+    #[cfg(feature = "jobs")]
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
     /// Manage users.
     #[cfg(feature = "identity")]
     User {
@@ -158,6 +164,28 @@ enum AuditCommand {
     },
     /// Print the public key checkpoints are signed with.
     PublicKey,
+}
+
+#[cfg(feature = "jobs")]
+#[derive(Subcommand, Debug)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// queued, running, succeeded, failed, dead or cancelled.
+        #[arg(long)]
+        status: Option<String>,
+        /// A job type, e.g. ENRICH_URL.
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Print one job as JSON.
+    Show { id: String },
+    /// Run a dead job again from its first attempt.
+    Retry { id: String },
+    /// Cancel a queued job, or ask a running one to stop.
+    Cancel { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -348,6 +376,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{text}");
             Ok(())
         }
+        #[cfg(feature = "jobs")]
+        Command::Jobs { command } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let db = Database::connect(&settings.database()).await?;
+            let queue = atlas_jobs::JobQueue::new(
+                db.clone(),
+                settings.jobs.clone(),
+                std::sync::Arc::new(atlas_jobs::WorkflowTypes::builtin()),
+            );
+            let result = jobs_command(&queue, command).await;
+            db.close().await;
+            result
+        }
         #[cfg(feature = "identity")]
         Command::User { command } => {
             let settings = load_settings(&cli, Vec::new())?;
@@ -475,6 +517,60 @@ async fn audit_command(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> 
     };
     db.close().await;
     outcome
+}
+
+#[cfg(feature = "jobs")]
+async fn jobs_command(queue: &atlas_jobs::JobQueue, command: &JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List {
+            status,
+            job_type,
+            limit,
+        } => {
+            let status = status
+                .as_deref()
+                .map(|s| atlas_jobs::JobStatus::parse(s).with_context(|| format!("unknown status `{s}`")))
+                .transpose()?;
+            let filter = atlas_jobs::JobFilter {
+                status,
+                job_type: job_type.clone(),
+                limit: (*limit).clamp(1, 10_000),
+                ..Default::default()
+            };
+            let jobs = queue.list(&filter).await?;
+            if jobs.is_empty() {
+                println!("no jobs");
+            }
+            for j in jobs {
+                println!(
+                    "{}  {:<10} {:<20} attempts={}/{} run_at={}{}",
+                    j.id,
+                    j.status.as_str(),
+                    j.job_type,
+                    j.attempts,
+                    j.max_attempts,
+                    j.run_at,
+                    j.last_error.map(|e| format!("  error: {e}")).unwrap_or_default()
+                );
+            }
+        }
+        JobsCommand::Show { id } => {
+            let job = queue.get(id).await?.with_context(|| format!("no job {id}"))?;
+            println!("{}", serde_json::to_string_pretty(&job)?);
+        }
+        JobsCommand::Retry { id } => {
+            let job = queue.retry(id).await?;
+            println!("job {} queued again (a running server picks it up)", job.id);
+        }
+        JobsCommand::Cancel { id } => {
+            let job = queue.cancel(id).await?;
+            match job.status {
+                atlas_jobs::JobStatus::Cancelled => println!("job {} cancelled", job.id),
+                _ => println!("job {} is running; its worker stops it at the next heartbeat", job.id),
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {

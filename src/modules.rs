@@ -11,5 +11,7 @@ use atlas_events as _;
 use atlas_identity as _;
 #[cfg(feature = "items")]
 use atlas_items as _;
+#[cfg(feature = "jobs")]
+use atlas_jobs as _;
 #[cfg(feature = "realtime")]
 use atlas_realtime as _;

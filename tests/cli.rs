@@ -393,3 +393,45 @@ async fn audit_verify_export_and_verify_bundle() {
         String::from_utf8_lossy(&tampered.stdout)
     );
 }
+
+async fn jobs_commands(backend: TestBackend) {
+    let Some(db) = TestDatabase::new(backend).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("ATLAS_DATABASE__URL", db.url.as_str())];
+    let run = |args: &[&str]| {
+        let mut c = atlas(dir.path(), &env);
+        c.args(args);
+        c.output().expect("run atlas")
+    };
+    assert!(run(&["migrate", "up"]).status.success());
+    let list = run(&["jobs", "list"]);
+    assert_eq!(String::from_utf8_lossy(&list.stdout).trim(), "no jobs");
+    let conn = db.connect().await;
+    atlas_db::sqlx::query(
+        "INSERT INTO jobs (id, type, status, payload, attempts, max_attempts, run_at, last_error, created_at, updated_at)
+         VALUES ('j1', 'NOOP', 'dead', '{}', 3, 3, '2026-01-01T00:00:00.000000Z', 'boom', '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z')",
+    )
+    .execute(conn.writer())
+    .await
+    .unwrap();
+    let list = String::from_utf8(run(&["jobs", "list", "--status", "dead"]).stdout).unwrap();
+    assert!(
+        list.contains("j1") && list.contains("dead") && list.contains("error: boom"),
+        "{list}"
+    );
+    let show = String::from_utf8(run(&["jobs", "show", "j1"]).stdout).unwrap();
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&show).unwrap()["status"],
+        "dead"
+    );
+    assert!(run(&["jobs", "retry", "j1"]).status.success());
+    let again = run(&["jobs", "retry", "j1"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("only dead jobs"));
+    let cancel = String::from_utf8(run(&["jobs", "cancel", "j1"]).stdout).unwrap();
+    assert!(cancel.contains("cancelled"), "{cancel}");
+    conn.close().await;
+}
+both_backends!(jobs_cli, jobs_commands);

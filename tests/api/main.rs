@@ -7,6 +7,7 @@ use atlas_collections as _;
 use atlas_events as _;
 use atlas_identity as _;
 use atlas_items as _;
+use atlas_jobs as _;
 use atlas_realtime as _;
 
 mod audit;
@@ -14,6 +15,7 @@ mod auth;
 mod collections;
 mod helpers;
 mod items;
+mod jobs;
 mod outbox;
 mod rbac;
 mod realtime;

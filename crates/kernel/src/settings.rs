@@ -95,6 +95,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub events: EventsSettings,
     pub audit: AuditSettings,
+    pub jobs: JobsSettings,
     pub telemetry: TelemetrySettings,
 }
 
@@ -236,6 +237,72 @@ impl Default for EventsSettings {
     }
 }
 
+/// The durable job queue and its workers (the `jobs` module).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSettings {
+    /// Jobs one worker process runs at the same time.
+    pub concurrency: u32,
+    /// How often an idle worker looks for due jobs when no wake-up arrives
+    /// (`run_at` in the future, a lost notification).
+    pub poll_interval_ms: u64,
+    /// How long a claimed job stays leased to its worker without a heartbeat.
+    pub lease_secs: u64,
+    /// How often a running job's lease is extended; below `lease_secs`.
+    pub heartbeat_secs: u64,
+    /// Attempts of a job created without `max_attempts`.
+    pub default_max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter, up to `backoff_max_ms`.
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Time limit of one attempt for job types without their own.
+    pub timeout_secs: u64,
+    /// Time limit of one `ENRICH_URL` attempt (the whole fetch and update).
+    pub enrich_timeout_secs: u64,
+    /// `ENRICH_URL`: time to establish a connection.
+    pub enrich_connect_timeout_ms: u64,
+    /// `ENRICH_URL`: largest response body read.
+    pub enrich_max_bytes: u64,
+    /// `ENRICH_URL`: redirects followed at most (each target is checked again).
+    pub enrich_max_redirects: u32,
+    /// `ENRICH_URL`: addresses (`10.1.2.3`) or networks (`10.0.0.0/8`) that
+    /// may be fetched although the SSRF guard refuses them by default.
+    pub enrich_allow_networks: Vec<String>,
+}
+
+impl Default for JobsSettings {
+    fn default() -> Self {
+        JobsSettings {
+            concurrency: 8,
+            poll_interval_ms: 1000,
+            lease_secs: 30,
+            heartbeat_secs: 10,
+            default_max_attempts: 5,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 300_000,
+            timeout_secs: 300,
+            enrich_timeout_secs: 30,
+            enrich_connect_timeout_ms: 5000,
+            enrich_max_bytes: 1024 * 1024,
+            enrich_max_redirects: 5,
+            enrich_allow_networks: Vec::new(),
+        }
+    }
+}
+
+/// Whether `s` is an IP address or a network in CIDR notation.
+fn is_ip_or_network(s: &str) -> bool {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    prefix.is_none_or(|p| p.parse::<u8>().is_ok_and(|n| n <= max))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
@@ -309,6 +376,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             events: EventsSettings::default(),
             audit: AuditSettings::default(),
+            jobs: JobsSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -562,6 +630,40 @@ impl Settings {
                 "checkpoint_every_rows and checkpoint_interval_secs cannot both be 0 (nothing would ever be signed)",
             ));
         }
+        let j = &self.jobs;
+        for (key, value) in [
+            ("jobs.concurrency", u64::from(j.concurrency)),
+            ("jobs.poll_interval_ms", j.poll_interval_ms),
+            ("jobs.lease_secs", j.lease_secs),
+            ("jobs.heartbeat_secs", j.heartbeat_secs),
+            ("jobs.default_max_attempts", u64::from(j.default_max_attempts)),
+            ("jobs.timeout_secs", j.timeout_secs),
+            ("jobs.enrich_timeout_secs", j.enrich_timeout_secs),
+            ("jobs.enrich_connect_timeout_ms", j.enrich_connect_timeout_ms),
+            ("jobs.enrich_max_bytes", j.enrich_max_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if j.heartbeat_secs >= j.lease_secs {
+            return Err(ConfigError::invalid(
+                "jobs.heartbeat_secs",
+                "must be below jobs.lease_secs, or leases expire between heartbeats",
+            ));
+        }
+        if j.backoff_max_ms < j.backoff_initial_ms {
+            return Err(ConfigError::invalid(
+                "jobs.backoff_max_ms",
+                "must be at least jobs.backoff_initial_ms",
+            ));
+        }
+        if let Some(bad) = j.enrich_allow_networks.iter().find(|n| !is_ip_or_network(n)) {
+            return Err(ConfigError::invalid(
+                "jobs.enrich_allow_networks",
+                format!("`{bad}` is neither an IP address nor a network like 10.0.0.0/8"),
+            ));
+        }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 {
             return Err(ConfigError::invalid("auth.access_token_ttl_secs", "must be at least 1"));
@@ -770,6 +872,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "events",
     "audit",
+    "jobs",
     "telemetry",
 ];
 

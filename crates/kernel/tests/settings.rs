@@ -254,3 +254,31 @@ fn config_show_redacts_secrets() {
     assert!(shown.contains("bind = \"127.0.0.1:8080\""), "{shown}");
     assert!(!format!("{s:?}").contains(SECRET), "Debug redacts too");
 }
+
+#[test]
+fn jobs_section_is_validated_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Settings::load(&source(
+        dir.path(),
+        &[
+            ("ATLAS_JOBS__CONCURRENCY", "3"),
+            ("ATLAS_JOBS__ENRICH_ALLOW_NETWORKS", "[\"127.0.0.1/32\", \"::1\"]"),
+        ],
+    ))
+    .unwrap();
+    assert_eq!(s.jobs.concurrency, 3);
+    assert_eq!(s.jobs.enrich_allow_networks, ["127.0.0.1/32", "::1"]);
+    for (key, value, named) in [
+        ("ATLAS_JOBS__CONCURRENCY", "0", "jobs.concurrency"),
+        ("ATLAS_JOBS__HEARTBEAT_SECS", "30", "jobs.heartbeat_secs"),
+        (
+            "ATLAS_JOBS__ENRICH_ALLOW_NETWORKS",
+            "[\"10.0.0.0/33\"]",
+            "jobs.enrich_allow_networks",
+        ),
+        ("ATLAS_JOBS__NO_SUCH_KEY", "1", "no_such_key"),
+    ] {
+        let err = Settings::load(&source(dir.path(), &[(key, value)])).unwrap_err();
+        assert!(invalid_key(err).contains(named), "{key}={value}");
+    }
+}

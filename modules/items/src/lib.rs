@@ -4,9 +4,13 @@
 //! Every write checks the caller's role through the `CollectionGuard`, runs
 //! in one transaction with its `Item*` event in the outbox, and bumps the
 //! item's `version` (optimistic concurrency through `If-Match`).
+//!
+//! Other modules read and change items through the [`ItemService`] it
+//! provides, which takes the same write path.
 
 mod model;
 mod routes;
+mod service;
 
 use std::sync::Arc;
 
@@ -20,6 +24,7 @@ use atlas_kernel::{AppContext, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 
 pub use model::Item;
+pub use service::{ItemChange, ItemService};
 
 static MIGRATIONS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 
@@ -52,6 +57,7 @@ impl Module for ItemsModule {
             cursors: atlas_http::CursorCodec::new(ctx.server_secret()),
         };
         ctx.provide::<routes::ItemsState>(Arc::new(state));
+        ctx.provide::<ItemService>(Arc::new(ItemService::new(ctx.db().clone())));
         Ok(())
     }
 

@@ -173,7 +173,7 @@ async fn authorize(
     }
 }
 
-async fn load(conn: &mut AnyConnection, id: &str) -> ApiResult<Option<Item>> {
+pub(crate) async fn load(conn: &mut AnyConnection, id: &str) -> ApiResult<Option<Item>> {
     let row = sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id = $1"))
         .bind(id)
         .fetch_optional(&mut *conn)
@@ -420,29 +420,52 @@ async fn update_item(
     let tags = body.tags.as_deref().map(model::normalize_tags).transpose()?;
     let metadata = body.metadata.map(|m| model::check_metadata(Some(m))).transpose()?;
 
+    let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
     let mut tx = s.db.begin().await.map_err(db_err)?;
-    let mut item = load(&mut tx, &id).await?.ok_or_else(|| ApiError::not_found("item"))?;
+    let item = write_update(&mut tx, &id, expected, &ev, |item| {
+        if let Some(t) = title {
+            item.title = t;
+        }
+        if let Some(b) = new_body {
+            item.body = b;
+        }
+        if let Some(u) = source_url {
+            item.source_url = u;
+        }
+        if let Some(t) = tags {
+            item.tags = t;
+        }
+        if let Some(m) = metadata {
+            item.metadata = m;
+        }
+        Ok(())
+    })
+    .await?;
+    tx.commit().await.map_err(db_err)?;
+    Ok(item_response(StatusCode::OK, item, false))
+}
+
+/// The one item write path, shared by `PATCH /items/{id}` and
+/// [`ItemService::update`](crate::ItemService::update): load the item inside
+/// `tx`, check `expected` against its version, let `change` edit it, store it
+/// with a bumped version (refusing a concurrent update) and append
+/// `ItemUpdated`. `change` must leave the item valid.
+pub(crate) async fn write_update(
+    tx: &mut AnyConnection,
+    id: &str,
+    expected: Option<i64>,
+    ev: &EventContext,
+    change: impl FnOnce(&mut Item) -> ApiResult<()>,
+) -> ApiResult<Item> {
+    let mut item = load(tx, id).await?.ok_or_else(|| ApiError::not_found("item"))?;
     if let Some(v) = expected {
         if v != item.version {
             return Err(version_mismatch(item.version));
         }
     }
-    let tags_changed = tags.as_ref().is_some_and(|t| *t != item.tags);
-    if let Some(t) = title {
-        item.title = t;
-    }
-    if let Some(b) = new_body {
-        item.body = b;
-    }
-    if let Some(u) = source_url {
-        item.source_url = u;
-    }
-    if let Some(t) = tags {
-        item.tags = t;
-    }
-    if let Some(m) = metadata {
-        item.metadata = m;
-    }
+    let old_tags = item.tags.clone();
+    change(&mut item)?;
+    let tags_changed = item.tags != old_tags;
     let loaded_version = item.version;
     item.version += 1;
     item.updated_at = atlas_db::now();
@@ -457,7 +480,7 @@ async fn update_item(
     .bind(Value::Object(item.metadata.clone()).to_string())
     .bind(item.version)
     .bind(&item.updated_at)
-    .bind(&id)
+    .bind(id)
     .bind(loaded_version)
     .execute(&mut *tx)
     .await
@@ -467,14 +490,12 @@ async fn update_item(
         return Err(version_mismatch(loaded_version + 1));
     }
     if tags_changed {
-        model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags, true)
+        model::store_tags(tx, &item.collection_id, &item.id, &item.tags, true)
             .await
             .map_err(db_err)?;
     }
-    let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
-    emit(&mut tx, &ev, "ItemUpdated", &item).await?;
-    tx.commit().await.map_err(db_err)?;
-    Ok(item_response(StatusCode::OK, item, false))
+    emit(tx, ev, "ItemUpdated", &item).await?;
+    Ok(item)
 }
 
 /// Delete an item (owner, editor).

@@ -1,0 +1,117 @@
+//! [`ItemService`]: what other modules may do with items, through the same
+//! write path as the HTTP handlers (so every change has its `ItemUpdated`).
+
+use atlas_db::Database;
+use atlas_events::EventContext;
+use atlas_http::{ApiError, ApiResult};
+use serde_json::Value;
+
+use crate::model::{self, Item};
+use crate::routes::{load, write_update};
+
+/// A change another module (a job, a rule) makes to an item on behalf of a
+/// user. Validated like a request body.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ItemChange {
+    /// `metadata[key] = value` for each pair; other keys are kept.
+    pub set_metadata: Vec<(String, Value)>,
+    /// Tags to add (trimmed, lower-cased, de-duplicated; at most 32 in all).
+    pub add_tags: Vec<String>,
+}
+
+/// Reads and changes items for other modules; provided in the `AppContext`.
+/// It does not check permissions: the caller decided who may act.
+#[derive(Clone)]
+pub struct ItemService {
+    db: Database,
+}
+
+impl ItemService {
+    pub fn new(db: Database) -> Self {
+        ItemService { db }
+    }
+
+    /// The item, if it exists.
+    pub async fn get(&self, id: &str) -> ApiResult<Option<Item>> {
+        let mut conn = self.db.reader().acquire().await.map_err(ApiError::internal)?;
+        load(&mut conn, id).await
+    }
+
+    /// Apply `change` and commit it with its `ItemUpdated` event. A change
+    /// that would leave the item as it is writes nothing and emits nothing,
+    /// so a job that repeats its work after a crash changes nothing twice.
+    pub async fn update(&self, id: &str, change: &ItemChange, ev: &EventContext) -> ApiResult<Item> {
+        let current = self.get(id).await?.ok_or_else(|| ApiError::not_found("item"))?;
+        let mut preview = current.clone();
+        apply(&mut preview, change)?;
+        if preview == current {
+            return Ok(current);
+        }
+        let mut tx = self.db.begin().await.map_err(ApiError::internal)?;
+        let item = write_update(&mut tx, id, None, ev, |item| apply(item, change)).await?;
+        tx.commit().await.map_err(ApiError::internal)?;
+        Ok(item)
+    }
+}
+
+fn apply(item: &mut Item, change: &ItemChange) -> ApiResult<()> {
+    if !change.set_metadata.is_empty() {
+        let mut metadata = item.metadata.clone();
+        for (key, value) in &change.set_metadata {
+            metadata.insert(key.clone(), value.clone());
+        }
+        item.metadata = model::check_metadata(Some(Value::Object(metadata)))?;
+    }
+    if !change.add_tags.is_empty() {
+        let mut tags = item.tags.clone();
+        tags.extend(change.add_tags.iter().cloned());
+        item.tags = model::normalize_tags(&tags)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item() -> Item {
+        Item {
+            id: "i".into(),
+            collection_id: "c".into(),
+            title: "t".into(),
+            body: None,
+            source_url: None,
+            tags: vec!["rust".into()],
+            metadata: json!({"a": 1}).as_object().cloned().unwrap_or_default(),
+            version: 1,
+            created_by: "u".into(),
+            created_at: "x".into(),
+            updated_at: "x".into(),
+            index_status: "pending",
+        }
+    }
+
+    #[test]
+    fn changes_merge_metadata_and_normalize_tags() {
+        let mut i = item();
+        let change = ItemChange {
+            set_metadata: vec![("enrichment".into(), json!({"title": "T"}))],
+            add_tags: vec![" Rust ".into(), "Web".into()],
+        };
+        apply(&mut i, &change).unwrap();
+        assert_eq!(i.tags, ["rust", "web"]);
+        assert_eq!(
+            Value::Object(i.metadata.clone()),
+            json!({"a": 1, "enrichment": {"title": "T"}})
+        );
+        let mut again = i.clone();
+        apply(&mut again, &change).unwrap();
+        assert_eq!(again, i, "applying a change twice is a no-op");
+        let blank = ItemChange {
+            add_tags: vec!["  ".into()],
+            ..Default::default()
+        };
+        assert!(matches!(apply(&mut i, &blank), Err(ApiError::Validation { .. })));
+    }
+}

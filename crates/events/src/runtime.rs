@@ -128,26 +128,96 @@ impl ConsumerTask {
         metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => name.to_string())
             .set((head.unwrap_or(0) - offset).max(0) as f64);
         let seen = rows.len();
+        let mut envelopes = Vec::with_capacity(rows.len());
         for row in rows {
+            let mut envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
+            envelope.sequence = Some(row.try_get(0)?);
+            envelopes.push(envelope);
+        }
+        let batch_size = self.handling.batch_size();
+        if batch_size > 1 {
+            self.step_in_batches(&envelopes, batch_size, shutdown).await?;
+            return Ok(seen);
+        }
+        for envelope in &envelopes {
             if shutdown.is_cancelled() {
                 break;
             }
-            let sequence: i64 = row.try_get(0)?;
-            let mut envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
-            envelope.sequence = Some(sequence);
-            let handled = if self.handling.wants(&envelope.event_type) {
-                match self.deliver(&envelope, shutdown).await? {
-                    Delivery::Handled => true,
-                    Delivery::DeadLettered => false,
-                    Delivery::Interrupted => break,
-                }
-            } else {
-                false
-            };
-            self.commit(sequence, handled.then_some(envelope.event_id.as_str()))
-                .await?;
+            if !self.deliver_one(envelope, shutdown).await? {
+                break;
+            }
         }
         Ok(seen)
+    }
+
+    /// Deliver one event (if wanted) and commit the offset past it. Returns
+    /// false when shutdown interrupted it.
+    async fn deliver_one(&self, envelope: &Envelope, shutdown: &CancellationToken) -> Result<bool, RuntimeError> {
+        let handled = if self.handling.wants(&envelope.event_type) {
+            match self.deliver(envelope, shutdown).await? {
+                Delivery::Handled => true,
+                Delivery::DeadLettered => false,
+                Delivery::Interrupted => return Ok(false),
+            }
+        } else {
+            false
+        };
+        let ids: &[&str] = if handled { &[envelope.event_id.as_str()] } else { &[] };
+        self.commit(envelope.sequence.unwrap_or(0), ids).await?;
+        Ok(true)
+    }
+
+    /// Hand runs of up to `batch_size` wanted, unprocessed events to the
+    /// consumer's `handle_batch`, committing the offset and processed
+    /// records per run; a failing run is delivered again one by one.
+    async fn step_in_batches(
+        &self,
+        envelopes: &[Envelope],
+        batch_size: usize,
+        shutdown: &CancellationToken,
+    ) -> Result<(), RuntimeError> {
+        let candidates: Vec<&str> = envelopes
+            .iter()
+            .filter(|e| self.handling.wants(&e.event_type))
+            .map(|e| e.event_id.as_str())
+            .collect();
+        let processed = self.handling.processed_among(&candidates).await?;
+        let mut start = 0;
+        while start < envelopes.len() {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let mut end = start;
+            let mut batch = Vec::new();
+            while end < envelopes.len() && batch.len() < batch_size {
+                let e = &envelopes[end];
+                if self.handling.wants(&e.event_type) && !processed.contains(&e.event_id) {
+                    batch.push(e);
+                }
+                end += 1;
+            }
+            let last = envelopes[end - 1].sequence.unwrap_or(0);
+            if batch.is_empty() {
+                self.commit(last, &[]).await?;
+            } else {
+                match self.handling.attempt_batch(&batch).await {
+                    Ok(()) => {
+                        let ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
+                        self.commit(last, &ids).await?;
+                    }
+                    Err(error) => {
+                        tracing::warn!(consumer = %self.handling.name(), %error, events = batch.len(), "batch failed; delivering its events one by one");
+                        for envelope in &envelopes[start..end] {
+                            if shutdown.is_cancelled() || !self.deliver_one(envelope, shutdown).await? {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+            }
+            start = end;
+        }
+        Ok(())
     }
 
     /// Hand one event to the handler, retrying; dead-letter it after the
@@ -179,21 +249,12 @@ impl ConsumerTask {
         }
     }
 
-    /// Advance the offset past `sequence`, recording `event_id` as processed.
-    async fn commit(&self, sequence: i64, event_id: Option<&str>) -> Result<(), sqlx::Error> {
+    /// Advance the offset past `sequence`, recording `event_ids` as processed,
+    /// in one transaction.
+    async fn commit(&self, sequence: i64, event_ids: &[&str]) -> Result<(), sqlx::Error> {
         let now = atlas_db::now();
         let mut tx = self.db.begin().await?;
-        if let Some(event_id) = event_id {
-            sqlx::query(
-                "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (consumer, event_id) DO NOTHING",
-            )
-            .bind(self.handling.name())
-            .bind(event_id)
-            .bind(&now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_processed(&mut tx, self.handling.name(), event_ids, &now).await?;
         sqlx::query(
             "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
@@ -304,18 +365,63 @@ impl Handling {
         Ok(seen)
     }
 
-    /// Record that this consumer handled `event_id`.
-    pub(crate) async fn mark_processed(&self, event_id: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(&self.name)
-        .bind(event_id)
-        .bind(atlas_db::now())
-        .execute(self.db.writer())
-        .await?;
-        Ok(())
+    /// Record that this consumer handled `event_ids`.
+    pub(crate) async fn mark_processed(&self, event_ids: &[&str]) -> Result<(), sqlx::Error> {
+        let mut conn = self.db.writer().acquire().await?;
+        insert_processed(&mut conn, &self.name, event_ids, &atlas_db::now()).await
+    }
+
+    /// Which of `event_ids` this consumer already handled.
+    pub(crate) async fn processed_among(
+        &self,
+        event_ids: &[&str],
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let mut seen = std::collections::HashSet::new();
+        for chunk in event_ids.chunks(500) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT event_id FROM consumer_processed WHERE consumer = $1 AND event_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&self.name);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(self.db.reader()).await? {
+                seen.insert(row.try_get::<String, _>(0)?);
+            }
+        }
+        if !seen.is_empty() {
+            metrics::counter!("atlas_events_consumer_duplicates_total", "consumer" => self.name.clone())
+                .increment(seen.len() as u64);
+        }
+        Ok(seen)
+    }
+
+    pub(crate) fn batch_size(&self) -> usize {
+        self.consumer.batch_size().max(1)
+    }
+
+    /// Call the batch handler once for `envelopes`, recording metrics.
+    pub(crate) async fn attempt_batch(&self, envelopes: &[&Envelope]) -> Result<(), atlas_kernel::ModuleError> {
+        let json = envelopes
+            .iter()
+            .map(|e| serde_json::to_value(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let span = tracing::info_span!("event.consume_batch", consumer = %self.name, events = envelopes.len());
+        let started = Instant::now();
+        let result = tracing::Instrument::instrument(self.consumer.handle_batch(&json), span).await;
+        metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => self.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        if result.is_ok() {
+            metrics::counter!("atlas_events_consumer_processed_total", "consumer" => self.name.clone())
+                .increment(envelopes.len() as u64);
+            if let Some(last) = envelopes.last() {
+                metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => self.name.clone())
+                    .set(seconds_since(&last.occurred_at));
+            }
+        }
+        result
     }
 
     fn span(&self, envelope: &Envelope) -> tracing::Span {
@@ -362,6 +468,31 @@ impl Handling {
             .in_scope(|| tracing::error!(attempts, %error, "handler failed; event dead-lettered"));
         metrics::counter!("atlas_events_consumer_dead_lettered_total", "consumer" => self.name.clone()).increment(1);
     }
+}
+
+/// Insert processed records (one statement per 300 ids).
+async fn insert_processed(
+    conn: &mut atlas_db::sqlx::AnyConnection,
+    consumer: &str,
+    event_ids: &[&str],
+    now: &str,
+) -> Result<(), sqlx::Error> {
+    for chunk in event_ids.chunks(300) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+            .collect();
+        let sql = format!(
+            "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES {}
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(consumer).bind(*id).bind(now);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Seconds from an RFC 3339 time to now (0 when unparseable or future).

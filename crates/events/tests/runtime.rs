@@ -53,6 +53,10 @@ struct Recorder {
     calls: AtomicUsize,
     failing: AtomicBool,
     delay_ms: std::sync::atomic::AtomicU64,
+    /// > 1: takes events in batches of up to this many.
+    batch: usize,
+    batches: Mutex<Vec<usize>>,
+    fail_batches: AtomicBool,
 }
 
 impl Recorder {
@@ -64,7 +68,16 @@ impl Recorder {
             calls: AtomicUsize::new(0),
             failing: AtomicBool::new(failing),
             delay_ms: Default::default(),
+            batch: 1,
+            batches: Mutex::new(Vec::new()),
+            fail_batches: AtomicBool::new(false),
         })
+    }
+    fn batched(name: &'static str, size: usize, fail_batches: bool) -> Arc<Self> {
+        let mut r = Arc::try_unwrap(Recorder::new(name, &[], false)).unwrap_or_else(|_| unreachable!());
+        r.batch = size;
+        r.fail_batches = AtomicBool::new(fail_batches);
+        Arc::new(r)
     }
     fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
@@ -78,6 +91,20 @@ impl Consumer for Recorder {
     }
     fn event_types(&self) -> &[&'static str] {
         self.types
+    }
+    fn batch_size(&self) -> usize {
+        self.batch
+    }
+    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+        if self.fail_batches.load(Ordering::SeqCst) {
+            return Err("this batch cannot be taken".into());
+        }
+        self.batches.lock().unwrap().push(envelopes.len());
+        let mut seen = self.seen.lock().unwrap();
+        for e in envelopes {
+            seen.push(e["event_id"].as_str().unwrap().to_string());
+        }
+        Ok(())
     }
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
@@ -594,3 +621,33 @@ async fn two_relays_on_one_database_publish_each_event_once() {
     }
     db.close().await;
 }
+
+async fn batches_are_taken_whole_or_redelivered_one_by_one(mode: Mode) {
+    let batched = Recorder::batched("batched", 50, false);
+    // Its batches always fail; one by one, its events succeed.
+    let fallback = Recorder::batched("fallback", 50, true);
+    let Some(h) = start(mode, vec![batched.clone(), fallback.clone()]).await else {
+        return;
+    };
+    let ids = emit_batched(&h.db, 300, 100).await;
+    eventually("all batched", async || batched.seen().len() >= 300).await;
+    eventually("all through the fallback", async || fallback.seen().len() >= 300).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sizes = batched.batches.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| (1..=50).contains(&n)), "{sizes:?}");
+    assert!(sizes.iter().any(|&n| n > 1), "events went in batches: {sizes:?}");
+    for recorder in [&batched, &fallback] {
+        let mut seen = recorder.seen();
+        if mode != Mode::NatsPostgres {
+            assert_eq!(seen, ids, "{}: in log order", recorder.name);
+        }
+        seen.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "{}: each event once", recorder.name);
+    }
+    assert_eq!(fallback.calls.load(Ordering::SeqCst), 300, "one handle call per event");
+    assert!(h.dead_letters().await.list(None).await.unwrap().is_empty());
+    h.stop().await;
+}
+all_modes!(batch_consumers, batches_are_taken_whole_or_redelivered_one_by_one);

@@ -71,6 +71,23 @@ pub trait Consumer: Send + Sync + 'static {
     fn event_types(&self) -> &[&'static str];
     /// Handle one event envelope (JSON). An error means "retry later".
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError>;
+
+    /// Most events the runtime hands to [`handle_batch`](Consumer::handle_batch)
+    /// at once; 1 (the default) means one at a time through `handle`.
+    fn batch_size(&self) -> usize {
+        1
+    }
+
+    /// Handle several events, in log order, as one unit: all take effect or
+    /// none. An error makes the runtime hand the same events to `handle`
+    /// one at a time (with retries and dead letters as usual). The default
+    /// calls `handle` for each.
+    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+        for envelope in envelopes {
+            self.handle(envelope).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A compiled-in module, collected with `inventory`.

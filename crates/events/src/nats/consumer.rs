@@ -18,7 +18,7 @@ use async_nats::jetstream::{self, message::PublishMessage};
 use atlas_db::Database;
 use atlas_kernel::settings::EventsSettings;
 use atlas_kernel::Consumer;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{token, NatsError, NatsLog, REPLAY_FOR_HEADER};
@@ -135,7 +135,22 @@ impl NatsConsumer {
                     }
                 }
                 next = messages.next() => match next {
-                    Some(Ok(message)) => self.handle(message, shutdown).await?,
+                    Some(Ok(message)) => {
+                        let size = self.handling.batch_size();
+                        if size == 1 {
+                            self.handle(message, shutdown).await?;
+                        } else {
+                            // Take what has already arrived, up to the batch size.
+                            let mut batch = vec![message];
+                            while batch.len() < size {
+                                match messages.next().now_or_never() {
+                                    Some(Some(Ok(more))) => batch.push(more),
+                                    _ => break,
+                                }
+                            }
+                            self.handle_many(batch, shutdown).await?;
+                        }
+                    }
                     Some(Err(e)) => tracing::debug!(consumer = %name, error = %e, "pull consumer hiccup"),
                     None => return Err(consumer_err(&"message stream ended")),
                 },
@@ -145,14 +160,7 @@ impl NatsConsumer {
 
     async fn handle(&self, message: jetstream::Message, shutdown: &CancellationToken) -> Result<(), NatsError> {
         let name = self.handling.name();
-        let ack = |kind: AckKind| {
-            let message = &message;
-            async move {
-                if let Err(e) = message.ack_with(kind).await {
-                    tracing::warn!(consumer = %name, error = %e, "acknowledging a message failed");
-                }
-            }
-        };
+        let ack = |kind: AckKind| acknowledge(&message, kind, name);
         let (delivered, stream_sequence) = message
             .info()
             .map(|i| (i.delivered.max(1), i.stream_sequence))
@@ -182,7 +190,7 @@ impl NatsConsumer {
         let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
         match self.handling.attempt(&envelope).await {
             Ok(()) => {
-                self.handling.mark_processed(&envelope.event_id).await?;
+                self.handling.mark_processed(&[envelope.event_id.as_str()]).await?;
                 ack(AckKind::Ack).await;
             }
             Err(error) if attempt >= self.settings.max_deliver => {
@@ -196,6 +204,65 @@ impl NatsConsumer {
                 self.handling.will_retry(&envelope, attempt, &error, delay);
                 let delay = if shutdown.is_cancelled() { Duration::ZERO } else { delay };
                 ack(AckKind::Nak(Some(delay))).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Several messages at once: those this consumer wants and has not
+    /// handled go to its batch handler together; if that fails, each goes
+    /// through [`handle`](Self::handle) with the usual retries.
+    async fn handle_many(
+        &self,
+        messages: Vec<jetstream::Message>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), NatsError> {
+        let name = self.handling.name();
+        let mut candidates = Vec::with_capacity(messages.len());
+        for message in messages {
+            let envelope: Option<Envelope> = serde_json::from_slice(&message.payload).ok();
+            let replay_for = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(REPLAY_FOR_HEADER))
+                .map(|v| v.as_str().to_string());
+            match envelope {
+                Some(envelope)
+                    if self.handling.wants(&envelope.event_type)
+                        && replay_for.is_none_or(|target| target == token(name)) =>
+                {
+                    candidates.push((message, envelope))
+                }
+                // Not an envelope: `handle` terminates it with a log line.
+                None => self.handle(message, shutdown).await?,
+                Some(_) => acknowledge(&message, AckKind::Ack, name).await,
+            }
+        }
+        let ids: Vec<&str> = candidates.iter().map(|(_, e)| e.event_id.as_str()).collect();
+        let processed = self.handling.processed_among(&ids).await?;
+        let (done, fresh): (Vec<_>, Vec<_>) = candidates
+            .into_iter()
+            .partition(|(_, e)| processed.contains(&e.event_id));
+        for (message, _) in &done {
+            acknowledge(message, AckKind::Ack, name).await;
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let envelopes: Vec<&Envelope> = fresh.iter().map(|(_, e)| e).collect();
+        match self.handling.attempt_batch(&envelopes).await {
+            Ok(()) => {
+                let ids: Vec<&str> = envelopes.iter().map(|e| e.event_id.as_str()).collect();
+                self.handling.mark_processed(&ids).await?;
+                for (message, _) in &fresh {
+                    acknowledge(message, AckKind::Ack, name).await;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(consumer = %name, %error, events = fresh.len(), "batch failed; handling its events one by one");
+                for (message, _) in fresh {
+                    self.handle(message, shutdown).await?;
+                }
             }
         }
         Ok(())
@@ -228,5 +295,11 @@ impl NatsConsumer {
             .map_err(|e| NatsError::Publish(e.to_string()))?;
         ack.await.map_err(|e| NatsError::Publish(e.to_string()))?;
         Ok(())
+    }
+}
+
+async fn acknowledge(message: &jetstream::Message, kind: AckKind, consumer: &str) {
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::warn!(consumer, error = %e, "acknowledging a message failed");
     }
 }

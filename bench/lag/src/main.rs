@@ -30,6 +30,9 @@ struct Args {
     /// Seconds of sustained writes.
     #[arg(long, default_value_t = 30)]
     duration: u64,
+    /// Events the recording consumer takes at once (1: one at a time).
+    #[arg(long, default_value_t = 256)]
+    consumer_batch: usize,
     /// Most writes awaiting a response at once.
     #[arg(long, default_value_t = 256)]
     max_in_flight: usize,
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         .env("ATLAS_SERVER__BIND", format!("127.0.0.1:{port}"))
         .env("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0")
         .env("ATLAS_DATABASE__MAX_CONNECTIONS", "16")
+        .env("RECORDER_BATCH_SIZE", args.consumer_batch.to_string())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     if args.mode == Mode::NatsPostgres {
@@ -200,8 +204,9 @@ async fn main() -> anyhow::Result<()> {
     lags.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
     println!(
-        "| {:?} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} |",
+        "| {:?} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} |",
         args.mode,
+        args.consumer_batch,
         args.rate,
         written as f64 / elapsed,
         failed.load(Ordering::Relaxed),

@@ -32,8 +32,17 @@ impl Module for CrashRecorder {
         atlas_db::migrations_from_dir(self.name(), &MIGRATIONS)
     }
 
+    /// `RECORDER_BATCH_SIZE` (default 1) sets how many events the consumer
+    /// takes at once.
     fn consumers(&self, ctx: &AppContext) -> Vec<Arc<dyn Consumer>> {
-        vec![Arc::new(RecordingConsumer { db: ctx.db().clone() })]
+        let batch_size = std::env::var("RECORDER_BATCH_SIZE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        vec![Arc::new(RecordingConsumer {
+            db: ctx.db().clone(),
+            batch_size,
+        })]
     }
 }
 
@@ -41,6 +50,7 @@ atlas_kernel::register_module!(CrashRecorder);
 
 struct RecordingConsumer {
     db: Database,
+    batch_size: usize,
 }
 
 #[async_trait]
@@ -54,15 +64,29 @@ impl Consumer for RecordingConsumer {
     }
 
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
-        let event_id = envelope["event_id"].as_str().ok_or("envelope without event_id")?;
-        sqlx::query(
-            "INSERT INTO recorded_events (event_id, deliveries, handled_at) VALUES ($1, 1, $2)
+        self.handle_batch(std::slice::from_ref(envelope)).await
+    }
+
+    fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+        let now = atlas_db::now();
+        let rows: Vec<String> = (0..envelopes.len())
+            .map(|i| format!("(${}, 1, ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        let sql = format!(
+            "INSERT INTO recorded_events (event_id, deliveries, handled_at) VALUES {}
              ON CONFLICT (event_id) DO UPDATE SET deliveries = recorded_events.deliveries + 1",
-        )
-        .bind(event_id)
-        .bind(atlas_db::now())
-        .execute(self.db.writer())
-        .await?;
+            rows.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for envelope in envelopes {
+            let event_id = envelope["event_id"].as_str().ok_or("envelope without event_id")?;
+            query = query.bind(event_id.to_string()).bind(now.clone());
+        }
+        query.execute(self.db.writer()).await?;
         Ok(())
     }
 }

@@ -36,6 +36,38 @@ impl AuditSink {
     /// Append the row for `envelope` (secrets redacted), or nothing if it is
     /// already there.
     pub async fn record(&self, envelope: &Envelope) -> Result<Appended, AuditError> {
+        let mut appended = self.record_many(std::slice::from_ref(envelope)).await?;
+        Ok(appended.pop().unwrap_or(Appended::Duplicate))
+    }
+
+    /// Append the rows for `envelopes`, in order, in one transaction.
+    pub async fn record_many(&self, envelopes: &[Envelope]) -> Result<Vec<Appended>, AuditError> {
+        let news = envelopes.iter().map(new_record).collect();
+        let appended = self
+            .store
+            .append_many(news, &self.key, self.checkpoint_every_rows)
+            .await?;
+        for outcome in &appended {
+            match outcome {
+                Appended::Row(record, checkpoint) => {
+                    metrics::counter!("atlas_audit_rows_appended_total").increment(1);
+                    if let Some(cp) = checkpoint {
+                        tracing::debug!(sequence = cp.sequence, "audit: checkpoint signed");
+                    }
+                    tracing::trace!(sequence = record.sequence, "audit: row appended");
+                }
+                Appended::Duplicate => {
+                    metrics::counter!("atlas_audit_duplicates_total").increment(1);
+                }
+            }
+        }
+        Ok(appended)
+    }
+}
+
+/// The row content for one event, secrets redacted.
+fn new_record(envelope: &Envelope) -> NewRecord {
+    {
         let mut data = envelope.data.clone();
         let redacted = redact(&mut data);
         if !redacted.is_empty() {
@@ -45,7 +77,7 @@ impl AuditSink {
                 fields = ?redacted, "audit: secret-looking fields in an event were redacted");
             metrics::counter!("atlas_audit_redacted_fields_total").increment(redacted.len() as u64);
         }
-        let new = NewRecord {
+        NewRecord {
             event_id: envelope.event_id.clone(),
             event_type: envelope.event_type.clone(),
             occurred_at: envelope.occurred_at.clone(),
@@ -58,21 +90,7 @@ impl AuditSink {
             data,
             trace_id: envelope.trace_id.clone(),
             request_id: envelope.request_id.clone(),
-        };
-        let appended = self.store.append(new, &self.key, self.checkpoint_every_rows).await?;
-        match &appended {
-            Appended::Row(record, checkpoint) => {
-                metrics::counter!("atlas_audit_rows_appended_total").increment(1);
-                if let Some(cp) = checkpoint {
-                    tracing::debug!(sequence = cp.sequence, "audit: checkpoint signed");
-                }
-                tracing::trace!(sequence = record.sequence, "audit: row appended");
-            }
-            Appended::Duplicate => {
-                metrics::counter!("atlas_audit_duplicates_total").increment(1);
-            }
         }
-        Ok(appended)
     }
 }
 
@@ -90,6 +108,22 @@ impl Consumer for AuditSink {
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
         let envelope: Envelope = serde_json::from_value(envelope.clone()).map_err(AuditError::from)?;
         self.record(&envelope).await?;
+        Ok(())
+    }
+
+    /// Up to 256 events per transaction: one lock, one head read and
+    /// multi-row inserts instead of one transaction per event.
+    fn batch_size(&self) -> usize {
+        256
+    }
+
+    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+        let envelopes = envelopes
+            .iter()
+            .map(|e| serde_json::from_value(e.clone()))
+            .collect::<Result<Vec<Envelope>, _>>()
+            .map_err(AuditError::from)?;
+        self.record_many(&envelopes).await?;
         Ok(())
     }
 }

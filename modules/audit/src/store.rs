@@ -87,68 +87,85 @@ impl AuditStore {
         key: &NodeKey,
         checkpoint_every_rows: u64,
     ) -> Result<Appended, AuditError> {
+        let mut appended = self.append_many(vec![new], key, checkpoint_every_rows).await?;
+        Ok(appended.pop().unwrap_or(Appended::Duplicate))
+    }
+
+    /// Append several records, in order, in one transaction holding the
+    /// chain's lock: one existence check, one head read and multi-row
+    /// inserts. Records whose event is already in the chain (or earlier in
+    /// `news`) come back as [`Appended::Duplicate`]. Checkpoints are signed
+    /// in the same transaction wherever `checkpoint_every_rows` (0: never)
+    /// rows follow the previous one.
+    pub async fn append_many(
+        &self,
+        news: Vec<NewRecord>,
+        key: &NodeKey,
+        checkpoint_every_rows: u64,
+    ) -> Result<Vec<Appended>, AuditError> {
         let mut tx = self.db.begin().await?;
         self.lock_chain(&mut tx).await?;
-        let exists = sqlx::query("SELECT 1 FROM audit_events WHERE event_id = $1")
-            .bind(&new.event_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .is_some();
-        if exists {
-            // Dropping the transaction rolls it back (and releases the lock).
-            return Ok(Appended::Duplicate);
-        }
-        let head = head(&mut tx).await?;
+        let ids: Vec<&str> = news.iter().map(|n| n.event_id.as_str()).collect();
+        let mut present = existing_event_ids(&mut tx, &ids).await?;
+        let mut head = head(&mut tx).await?;
         let now = atlas_db::now();
-        let (sequence, prev_hash, recorded_at) = match head {
-            // `recorded_at` never decreases along the chain, even when the
-            // clocks of two workers disagree.
-            Some((seq, hash, last)) => (seq + 1, hash, if last > now { last } else { now }),
-            None => (1, GENESIS_HASH.to_string(), now),
-        };
-        let mut record = AuditRecord {
-            sequence,
-            event_id: new.event_id,
-            event_type: new.event_type,
-            occurred_at: normalize_timestamp(&new.occurred_at),
-            recorded_at,
-            actor_user_id: new.actor_user_id,
-            entity: new.entity,
-            data: new.data,
-            trace_id: new.trace_id,
-            request_id: new.request_id,
-            prev_hash,
-            hash: String::new(),
-        };
-        record.hash = record.compute_hash();
-        sqlx::query(&format!(
-            "INSERT INTO audit_events ({RECORD_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-        ))
-        .bind(record.sequence)
-        .bind(&record.event_id)
-        .bind(&record.event_type)
-        .bind(&record.occurred_at)
-        .bind(&record.recorded_at)
-        .bind(&record.actor_user_id)
-        .bind(&record.entity.entity_type)
-        .bind(&record.entity.id)
-        .bind(&record.entity.collection_id)
-        .bind(crate::canonical::to_canonical_string(&record.data))
-        .bind(&record.trace_id)
-        .bind(&record.request_id)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await?;
-        let mut checkpoint = None;
-        if checkpoint_every_rows > 0 {
-            let last = last_checkpoint_sequence(&mut tx).await?;
-            if record.sequence - last >= checkpoint_every_rows as i64 {
-                checkpoint = Some(insert_checkpoint(&mut tx, key, record.sequence, &record.hash).await?);
+        let mut records = Vec::with_capacity(news.len());
+        let mut outcome = Vec::with_capacity(news.len());
+        for new in news {
+            if !present.insert(new.event_id.clone()) {
+                outcome.push(None);
+                continue;
+            }
+            let (sequence, prev_hash, recorded_at) = match head.take() {
+                // `recorded_at` never decreases along the chain, even when
+                // the clocks of two workers disagree.
+                Some((seq, hash, last)) => (seq + 1, hash, if last > now { last } else { now.clone() }),
+                None => (1, GENESIS_HASH.to_string(), now.clone()),
+            };
+            let mut record = AuditRecord {
+                sequence,
+                event_id: new.event_id,
+                event_type: new.event_type,
+                occurred_at: normalize_timestamp(&new.occurred_at),
+                recorded_at,
+                actor_user_id: new.actor_user_id,
+                entity: new.entity,
+                data: new.data,
+                trace_id: new.trace_id,
+                request_id: new.request_id,
+                prev_hash,
+                hash: String::new(),
+            };
+            record.hash = record.compute_hash();
+            head = Some((record.sequence, record.hash.clone(), record.recorded_at.clone()));
+            outcome.push(Some(records.len()));
+            records.push(record);
+        }
+        for chunk in records.chunks(200) {
+            insert_rows(&mut tx, chunk).await?;
+        }
+        // A checkpoint at every row that is `checkpoint_every_rows` past the
+        // previous one, as if the rows had come one by one.
+        let mut checkpoints: Vec<Option<Checkpoint>> = (0..records.len()).map(|_| None).collect();
+        if checkpoint_every_rows > 0 && !records.is_empty() {
+            let mut last = last_checkpoint_sequence(&mut tx).await?;
+            for (i, record) in records.iter().enumerate() {
+                if record.sequence - last >= checkpoint_every_rows as i64 {
+                    checkpoints[i] = Some(insert_checkpoint(&mut tx, key, record.sequence, &record.hash).await?);
+                    last = record.sequence;
+                }
             }
         }
         tx.commit().await?;
-        Ok(Appended::Row(Box::new(record), checkpoint))
+        let mut rows: Vec<Option<(AuditRecord, Option<Checkpoint>)>> =
+            records.into_iter().zip(checkpoints).map(Some).collect();
+        Ok(outcome
+            .into_iter()
+            .map(|slot| match slot.and_then(|i| rows[i].take()) {
+                Some((record, checkpoint)) => Appended::Row(Box::new(record), checkpoint),
+                None => Appended::Duplicate,
+            })
+            .collect())
     }
 
     /// Sign a checkpoint of the head if rows were appended since the last
@@ -277,6 +294,61 @@ async fn last_checkpoint_sequence(conn: &mut AnyConnection) -> Result<i64, sqlx:
         .await?
         .try_get(0)?;
     Ok(last.unwrap_or(0))
+}
+
+/// Which of `event_ids` already have a row.
+async fn existing_event_ids(
+    conn: &mut AnyConnection,
+    event_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let mut found = std::collections::HashSet::new();
+    for chunk in event_ids.chunks(500) {
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT event_id FROM audit_events WHERE event_id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(*id);
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(found)
+}
+
+/// One multi-row INSERT of `records`.
+async fn insert_rows(conn: &mut AnyConnection, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 14;
+    let rows: Vec<String> = (0..records.len())
+        .map(|r| {
+            let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    let sql = format!("INSERT INTO audit_events ({RECORD_COLUMNS}) VALUES {}", rows.join(", "));
+    let mut query = sqlx::query(&sql);
+    for record in records {
+        query = query
+            .bind(record.sequence)
+            .bind(&record.event_id)
+            .bind(&record.event_type)
+            .bind(&record.occurred_at)
+            .bind(&record.recorded_at)
+            .bind(&record.actor_user_id)
+            .bind(&record.entity.entity_type)
+            .bind(&record.entity.id)
+            .bind(&record.entity.collection_id)
+            .bind(crate::canonical::to_canonical_string(&record.data))
+            .bind(&record.trace_id)
+            .bind(&record.request_id)
+            .bind(&record.prev_hash)
+            .bind(&record.hash);
+    }
+    query.execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn insert_checkpoint(

@@ -435,3 +435,127 @@ async fn jobs_commands(backend: TestBackend) {
     conn.close().await;
 }
 both_backends!(jobs_cli, jobs_commands);
+
+/// Two worker processes share the `audit` consumer over NATS JetStream while
+/// 2,000 items are written through an api process: the chain stays single
+/// and `atlas audit verify` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nats_workers_keep_one_audit_chain() {
+    use base64::Engine as _;
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let seed: [u8; 32] = rand::random();
+    let key = base64::engine::general_purpose::STANDARD.encode(seed);
+    let env: Vec<(&str, &str)> = vec![
+        ("ATLAS_DATABASE__URL", database.url.as_str()),
+        ("ATLAS_EVENTS__BROKER", "nats"),
+        ("ATLAS_EVENTS__NATS__URL", nats.url.as_str()),
+        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
+        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
+        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
+        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
+        ("ATLAS_AUDIT__SIGNING_KEY", key.as_str()),
+        ("ATLAS_AUDIT__CHECKPOINT_EVERY_ROWS", "100"),
+        ("ATLAS_AUTH__JWT_SECRET", "two-workers-secret-two-workers-secret"),
+        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+        ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |dir: &std::path::Path, role: &str| {
+        let mut env = env.clone();
+        env.push(("ATLAS_SERVER__ROLE", role));
+        serve(dir, &env)
+    };
+    let (mut api, base) = start(dirs[0].path(), "api");
+    let (mut worker_a, metrics_a) = start(dirs[1].path(), "worker");
+    let (mut worker_b, metrics_b) = start(dirs[2].path(), "worker");
+
+    let client = reqwest::Client::new();
+    let registered: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "chain@audit.org", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_string();
+    let collection: serde_json::Value = client
+        .post(format!("{base}/api/v1/collections"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Chain"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = format!("{base}/api/v1/collections/{}/items", collection["id"].as_str().unwrap());
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    let r = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({"title": format!("w{w} item {i}")}))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+
+    let db = database.connect().await;
+    let count = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            let n: i64 = sqlx::Row::get(&sqlx::query(sql).fetch_one(db.reader()).await.unwrap(), 0);
+            n
+        }
+    };
+    let events = count("SELECT COUNT(*) FROM outbox").await;
+    assert!(events >= 2002, "{events}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count("SELECT COUNT(*) FROM audit_events").await < events {
+        assert!(Instant::now() < deadline, "the audit sink did not catch up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count("SELECT COUNT(*) FROM audit_events").await, events, "one row per event");
+
+    // Both workers appended part of the chain.
+    let appended = |base: String| async move {
+        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .find(|l| l.starts_with("atlas_audit_rows_appended_total"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (a, b) = (appended(metrics_a).await, appended(metrics_b).await);
+    assert_eq!(a + b, events as f64, "worker a {a}, worker b {b}");
+    assert!(a > 0.0 && b > 0.0, "both workers took part: a {a}, b {b}");
+
+    for child in [&mut api, &mut worker_a, &mut worker_b] {
+        stop(child);
+    }
+    let verify = atlas(dirs[1].path(), &env).args(["audit", "verify", "--json"]).output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert!(verify.status.success(), "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["checked"], events, "{report}");
+    db.close().await;
+}

@@ -534,11 +534,20 @@ async fn two_nats_workers_keep_one_audit_chain() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count("SELECT COUNT(*) FROM audit_events").await, events, "one row per event");
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events").await,
+        events,
+        "one row per event"
+    );
 
     // Both workers appended part of the chain.
     let appended = |base: String| async move {
-        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         text.lines()
             .find(|l| l.starts_with("atlas_audit_rows_appended_total"))
             .and_then(|l| l.rsplit(' ').next())
@@ -552,7 +561,10 @@ async fn two_nats_workers_keep_one_audit_chain() {
     for child in [&mut api, &mut worker_a, &mut worker_b] {
         stop(child);
     }
-    let verify = atlas(dirs[1].path(), &env).args(["audit", "verify", "--json"]).output().unwrap();
+    let verify = atlas(dirs[1].path(), &env)
+        .args(["audit", "verify", "--json"])
+        .output()
+        .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
     assert!(verify.status.success(), "{report}");
     assert_eq!(report["ok"], true, "{report}");

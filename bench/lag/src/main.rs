@@ -190,40 +190,68 @@ async fn main() -> anyhow::Result<()> {
     .bind(&since)
     .fetch_all(db.reader())
     .await?;
-    let mut lags: Vec<f64> = rows
-        .iter()
-        .filter_map(|r| {
-            let occurred = atlas_db::parse_timestamp(&r.get::<String, _>(0))?;
-            let handled = atlas_db::parse_timestamp(&r.get::<String, _>(1))?;
-            Some((handled - occurred).num_microseconds()? as f64 / 1000.0)
-        })
-        .collect();
-    if lags.is_empty() {
-        bail!("no events were handled");
-    }
-    lags.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| lags[((lags.len() as f64 * p).ceil() as usize).clamp(1, lags.len()) - 1];
+    let lags = Lags::of(&rows)?;
+    // The audit sink (a consumer of the same events, batching): the time
+    // from each event to its audit row.
+    let audit_rows = sqlx::query(
+        "SELECT occurred_at, recorded_at FROM audit_events WHERE type = 'ItemCreated' AND occurred_at >= $1",
+    )
+    .bind(&since)
+    .fetch_all(db.reader())
+    .await
+    .unwrap_or_default();
+    let audit = Lags::of(&audit_rows).map(|l| format!("{:.1} / {:.1}", l.pct(0.50), l.pct(0.99)));
+    let unpublished = match args.mode {
+        Mode::NatsPostgres => max_unpublished.to_string(),
+        _ => "-".into(),
+    };
     println!(
-        "| {:?} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} |",
+        "| {:?} | {} | {} | {:.0} | {} | {:.1} | {:.1} | {:.1} | {} | {} | {:.1} | {} |",
         args.mode,
         args.consumer_batch,
         args.rate,
         written as f64 / elapsed,
         failed.load(Ordering::Relaxed),
-        pct(0.50),
-        pct(0.99),
-        lags[lags.len() - 1],
+        lags.pct(0.50),
+        lags.pct(0.99),
+        lags.max(),
         max_unhandled,
-        if args.mode == Mode::NatsPostgres {
-            max_unpublished.to_string()
-        } else {
-            "-".into()
-        },
+        unpublished,
         drain,
+        audit.unwrap_or_else(|_| "-".into()),
     );
     db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// Milliseconds between two stored timestamps (columns 0 and 1), sorted.
+struct Lags(Vec<f64>);
+
+impl Lags {
+    fn of(rows: &[atlas_db::sqlx::any::AnyRow]) -> anyhow::Result<Lags> {
+        let mut lags: Vec<f64> = rows
+            .iter()
+            .filter_map(|r| {
+                let from = atlas_db::parse_timestamp(&r.get::<String, _>(0))?;
+                let to = atlas_db::parse_timestamp(&r.get::<String, _>(1))?;
+                Some((to - from).num_microseconds()? as f64 / 1000.0)
+            })
+            .collect();
+        if lags.is_empty() {
+            bail!("no events were handled");
+        }
+        lags.sort_by(|a, b| a.total_cmp(b));
+        Ok(Lags(lags))
+    }
+
+    fn pct(&self, p: f64) -> f64 {
+        self.0[((self.0.len() as f64 * p).ceil() as usize).clamp(1, self.0.len()) - 1]
+    }
+
+    fn max(&self) -> f64 {
+        self.0[self.0.len() - 1]
+    }
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {

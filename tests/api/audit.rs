@@ -629,6 +629,7 @@ async fn concurrent_workers(backend: TestBackend) {
                     request_id: format!("req-{w}"),
                     trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
                     causation_id: None,
+                    span_id: None,
                 };
                 for batch in 0..10 {
                     let mut tx = db.begin().await.unwrap();
@@ -707,6 +708,7 @@ async fn concurrent_appends(backend: TestBackend) {
         request_id: "r".into(),
         trace_id: "t".into(),
         causation_id: None,
+        span_id: None,
     };
     let envelopes: Arc<Vec<_>> = Arc::new(
         (0..200)

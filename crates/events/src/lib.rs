@@ -116,6 +116,10 @@ pub struct Envelope {
     pub causation_id: Option<String>,
     /// Position in the log; assigned by the outbox on insert.
     pub sequence: Option<i64>,
+    /// The span that wrote the event, when traces are exported: consumers'
+    /// spans become its children.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub span_id: Option<String>,
 }
 
 /// Who and what caused an event: taken from the request (or job) at hand.
@@ -125,6 +129,8 @@ pub struct EventContext {
     pub request_id: String,
     pub trace_id: String,
     pub causation_id: Option<String>,
+    /// The span doing the work, when traces are exported.
+    pub span_id: Option<String>,
 }
 
 impl EventContext {
@@ -134,6 +140,7 @@ impl EventContext {
             request_id: req.request_id.clone(),
             trace_id: req.trace_id.clone(),
             causation_id: None,
+            span_id: atlas_telemetry::trace::span_id(&tracing::Span::current()),
         }
     }
 
@@ -151,6 +158,7 @@ impl EventContext {
             request_id: self.request_id.clone(),
             causation_id: self.causation_id.clone(),
             sequence: None,
+            span_id: self.span_id.clone(),
         }
     }
 }

@@ -406,7 +406,7 @@ impl Handling {
     pub(crate) async fn attempt_batch(&self, envelopes: &[&Envelope]) -> Result<(), atlas_kernel::ModuleError> {
         let json = envelopes
             .iter()
-            .map(|e| serde_json::to_value(e))
+            .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()?;
         let span = tracing::info_span!("event.consume_batch", consumer = %self.name, events = envelopes.len());
         let started = Instant::now();
@@ -424,15 +424,19 @@ impl Handling {
         result
     }
 
+    /// The handler's span: a child of the span that wrote the event, in the
+    /// event's trace.
     fn span(&self, envelope: &Envelope) -> tracing::Span {
-        tracing::info_span!(
+        let span = tracing::info_span!(
             "event.consume",
             consumer = %self.name,
             event_id = %envelope.event_id,
             event_type = %envelope.event_type,
             trace_id = %envelope.trace_id,
             request_id = %envelope.request_id,
-        )
+        );
+        atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
+        span
     }
 
     /// Call the handler once, inside the event's span, recording metrics.

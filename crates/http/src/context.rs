@@ -11,6 +11,8 @@ use rand::RngCore;
 pub struct RequestContext {
     pub request_id: String,
     pub trace_id: String,
+    /// The caller's span, from an incoming `traceparent`.
+    pub parent_span_id: Option<String>,
 }
 
 impl RequestContext {
@@ -23,12 +25,19 @@ impl RequestContext {
             .filter(|v| is_acceptable_request_id(v))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let trace_id = headers
+        let parent = headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
-            .and_then(trace_id_from_traceparent)
-            .unwrap_or_else(new_trace_id);
-        RequestContext { request_id, trace_id }
+            .and_then(parse_traceparent);
+        let (trace_id, parent_span_id) = match parent {
+            Some((trace, span)) => (trace, Some(span)),
+            None => (new_trace_id(), None),
+        };
+        RequestContext {
+            request_id,
+            trace_id,
+            parent_span_id,
+        }
     }
 
     /// A context for work that did not start with an HTTP request (CLI, jobs).
@@ -36,6 +45,7 @@ impl RequestContext {
         RequestContext {
             request_id: uuid::Uuid::now_v7().to_string(),
             trace_id: new_trace_id(),
+            parent_span_id: None,
         }
     }
 }
@@ -46,7 +56,8 @@ fn is_acceptable_request_id(v: &str) -> bool {
     !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
-fn trace_id_from_traceparent(v: &str) -> Option<String> {
+/// The trace id and parent span id of a well-formed `traceparent`.
+fn parse_traceparent(v: &str) -> Option<(String, String)> {
     let mut parts = v.trim().split('-');
     let version = parts.next()?;
     let trace_id = parts.next()?;
@@ -56,7 +67,12 @@ fn trace_id_from_traceparent(v: &str) -> Option<String> {
     if !hex(version, 2) || !hex(trace_id, 32) || !hex(span_id, 16) || trace_id.bytes().all(|b| b == b'0') {
         return None;
     }
-    Some(trace_id.to_ascii_lowercase())
+    Some((trace_id.to_ascii_lowercase(), span_id.to_ascii_lowercase()))
+}
+
+#[cfg(test)]
+fn trace_id_from_traceparent(v: &str) -> Option<String> {
+    parse_traceparent(v).map(|(trace, _)| trace)
 }
 
 /// 16 random bytes as 32 lowercase hex characters.

@@ -41,6 +41,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         http.request.method = %method,
         http.route = %route,
     );
+    atlas_telemetry::trace::continue_trace(&span, &ctx.trace_id, ctx.parent_span_id.as_deref());
     let request_id = ctx.request_id.clone();
     req.extensions_mut().insert(ctx);
     let started = Instant::now();

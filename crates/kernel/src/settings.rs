@@ -664,6 +664,13 @@ impl Settings {
                 format!("`{bad}` is neither an IP address nor a network like 10.0.0.0/8"),
             ));
         }
+        let ratio = self.telemetry.trace_sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::invalid(
+                "telemetry.trace_sample_ratio",
+                "must be between 0.0 and 1.0",
+            ));
+        }
         let a = &self.auth;
         if a.access_token_ttl_secs == 0 {
             return Err(ConfigError::invalid("auth.access_token_ttl_secs", "must be at least 1"));

@@ -6,6 +6,8 @@
 //! recorded with the `metrics` facade and rendered in the Prometheus text
 //! format; names follow `atlas_<area>_<noun>_<unit>`.
 
+pub mod trace;
+
 use std::io::IsTerminal;
 use std::sync::OnceLock;
 
@@ -33,9 +35,12 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `atlas=debug,sqlx=warn`.
     pub log_level: String,
-    /// OTLP collector endpoint for traces. Recorded in the configuration;
-    /// trace export is not built yet, so setting it only logs a warning.
+    /// OTLP/HTTP (protobuf) traces endpoint, e.g.
+    /// `http://collector:4318/v1/traces`. Unset: no spans are exported.
     pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded (0.0–1.0); a trace that arrives with a
+    /// sampled parent is always recorded.
+    pub trace_sample_ratio: f64,
 }
 
 impl Default for TelemetrySettings {
@@ -44,6 +49,7 @@ impl Default for TelemetrySettings {
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             otlp_endpoint: None,
+            trace_sample_ratio: 1.0,
         }
     }
 }
@@ -52,6 +58,43 @@ impl Default for TelemetrySettings {
 pub enum TelemetryError {
     #[error("telemetry.log_level: {0}")]
     Filter(String),
+    #[error("telemetry.otlp_endpoint: {0}")]
+    Exporter(String),
+}
+
+static TRACER_PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = OnceLock::new();
+
+/// The OpenTelemetry tracer provider exporting to `endpoint`.
+fn tracer_provider(
+    endpoint: &str,
+    sample_ratio: f64,
+) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
+    use opentelemetry_otlp::WithExportConfig;
+    use opentelemetry_sdk::trace::Sampler;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sample_ratio.clamp(0.0, 1.0))));
+    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(sampler)
+        .with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name("atlas")
+                .build(),
+        )
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// Export the spans still buffered (call before the process exits).
+pub fn shutdown_tracing() {
+    if let Some(provider) = TRACER_PROVIDER.get() {
+        if let Err(e) = provider.shutdown() {
+            tracing::warn!(error = %e, "flushing trace spans failed");
+        }
+    }
 }
 
 /// Install the global log subscriber. `RUST_LOG`, when set, wins over
@@ -67,7 +110,17 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stdout().is_terminal(),
     };
-    let registry = tracing_subscriber::registry().with(filter);
+    let otel = match &settings.otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry::trace::TracerProvider as _;
+            let provider = tracer_provider(endpoint, settings.trace_sample_ratio)?;
+            let tracer = provider.tracer("atlas");
+            let _ = TRACER_PROVIDER.set(provider);
+            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+        }
+        None => None,
+    };
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let result = if json {
         registry
             .with(
@@ -85,7 +138,7 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
     };
     if result.is_ok() {
         if let Some(endpoint) = &settings.otlp_endpoint {
-            tracing::warn!(%endpoint, "telemetry.otlp_endpoint is set but OTLP trace export is not available in this build");
+            tracing::info!(%endpoint, ratio = settings.trace_sample_ratio, "exporting traces over OTLP/HTTP");
         }
     }
     Ok(())

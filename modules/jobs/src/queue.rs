@@ -676,6 +676,7 @@ pub(crate) fn job_events(job: &Job) -> EventContext {
         request_id: job.request_id.clone(),
         trace_id: job.trace_id.clone(),
         causation_id: None,
+        span_id: None,
     }
 }
 

@@ -31,6 +31,7 @@ pub struct Relay {
     holder: String,
     idle: Duration,
     lease_until: Option<Instant>,
+    backlog_reported: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Relay {
@@ -41,6 +42,7 @@ impl Relay {
             holder: uuid::Uuid::now_v7().to_string(),
             idle: Duration::from_millis(poll_interval_ms),
             lease_until: None,
+            backlog_reported: std::sync::Mutex::new(None),
         }
     }
 
@@ -198,7 +200,16 @@ impl Relay {
         Ok(())
     }
 
+    /// The unpublished-row gauge, at most every 5 s (counting is not free
+    /// when the backlog is large).
     async fn report_backlog(&self) -> Result<(), sqlx::Error> {
+        {
+            let mut last = self.backlog_reported.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(5)) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
         let backlog: i64 = sqlx::query("SELECT COUNT(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(self.db.reader())
             .await?
@@ -217,19 +228,23 @@ pub fn headers(envelope: &Envelope) -> HeaderMap {
     h.insert("ce-source", "/atlas");
     h.insert("ce-time", envelope.occurred_at.as_str());
     h.insert("content-type", "application/json");
-    if let Some(traceparent) = traceparent(&envelope.trace_id) {
+    if let Some(traceparent) = traceparent(&envelope.trace_id, envelope.span_id.as_deref()) {
         h.insert("traceparent", traceparent.as_str());
     }
     h
 }
 
-/// `00-<trace id>-<new span id>-01` for a valid 32-hex-digit trace id.
-pub fn traceparent(trace_id: &str) -> Option<String> {
+/// `00-<trace id>-<span id>-01` for a valid 32-hex-digit trace id: the span
+/// that wrote the event, or a new id when it is not known.
+pub fn traceparent(trace_id: &str, span_id: Option<&str>) -> Option<String> {
     let valid =
         trace_id.len() == 32 && trace_id.chars().all(|c| c.is_ascii_hexdigit()) && trace_id.chars().any(|c| c != '0');
     valid.then(|| {
-        let span: u64 = rand::thread_rng().gen_range(1..=u64::MAX);
-        format!("00-{}-{span:016x}-01", trace_id.to_ascii_lowercase())
+        let span = span_id
+            .filter(|s| s.len() == 16 && s.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_ascii_lowercase)
+            .unwrap_or_else(|| format!("{:016x}", rand::thread_rng().gen_range(1..=u64::MAX)));
+        format!("00-{}-{span}-01", trace_id.to_ascii_lowercase())
     })
 }
 
@@ -239,13 +254,17 @@ mod tests {
 
     #[test]
     fn traceparent_carries_the_trace_id() {
-        let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736").expect("valid");
+        let tp = traceparent("4bf92f3577b34da6a3ce929d0e0e4736", None).expect("valid");
         let parts: Vec<&str> = tp.split('-').collect();
         assert_eq!(parts[0], "00");
         assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(parts[2].len(), 16);
         assert_eq!(parts[3], "01");
-        assert_eq!(traceparent("not-a-trace"), None);
-        assert_eq!(traceparent(&"0".repeat(32)), None);
+        assert_eq!(traceparent("not-a-trace", None), None);
+        assert_eq!(traceparent(&"0".repeat(32), None), None);
+        assert_eq!(
+            traceparent("4bf92f3577b34da6a3ce929d0e0e4736", Some("00f067aa0ba902b7")).as_deref(),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
     }
 }

@@ -263,6 +263,93 @@ pub async fn append(conn: &mut AnyConnection, envelope: &Envelope) -> Result<i64
     Ok(row.try_get::<i64, _>(0)?)
 }
 
+/// Insert several envelopes into the outbox on `conn`, in order, with one
+/// statement per chunk and (on PostgreSQL) the writers' lock taken once —
+/// what [`append`] does for each, at a fraction of the round trips. Returns
+/// the assigned sequences, one per envelope in the same order. Nothing is
+/// written if any envelope carries a secret-looking field.
+pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Result<Vec<i64>, OutboxError> {
+    if envelopes.is_empty() {
+        return Ok(Vec::new());
+    }
+    for envelope in envelopes {
+        if let Some(field) = find_secret_field(&envelope.data) {
+            return Err(OutboxError::SecretInEvent {
+                event_type: envelope.event_type.clone(),
+                field,
+            });
+        }
+    }
+    let jsons = envelopes
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+        // The same lock as `append`: see there.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(OUTBOX_LOCK)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut sequences = Vec::with_capacity(envelopes.len());
+    for (chunk, jsons) in envelopes.chunks(APPEND_CHUNK).zip(jsons.chunks(APPEND_CHUNK)) {
+        let mut sql = String::from(
+            "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let p = i * 8;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5,
+                p + 6,
+                p + 7,
+                p + 8
+            ));
+        }
+        sql.push_str(" RETURNING event_id, sequence");
+        let mut query = sqlx::query(&sql);
+        for (envelope, json) in chunk.iter().zip(jsons) {
+            query = query
+                .bind(&envelope.event_id)
+                .bind(&envelope.event_type)
+                .bind(&envelope.entity.entity_type)
+                .bind(&envelope.entity.id)
+                .bind(&envelope.entity.collection_id)
+                .bind(&envelope.actor_user_id)
+                .bind(json)
+                .bind(&envelope.occurred_at);
+        }
+        let rows = query.fetch_all(&mut *conn).await?;
+        // RETURNING's row order is not promised: match rows by event id.
+        let mut by_id = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            by_id.insert(row.try_get::<String, _>(0)?, row.try_get::<i64, _>(1)?);
+        }
+        for envelope in chunk {
+            let seq = by_id.get(&envelope.event_id).copied().ok_or_else(|| {
+                sqlx::Error::Protocol(format!(
+                    "outbox insert returned no sequence for event {}",
+                    envelope.event_id
+                ))
+            })?;
+            sequences.push(seq);
+        }
+    }
+    Ok(sequences)
+}
+
+/// Envelopes per `INSERT` in [`append_many`]: 8 parameters each stays far
+/// below both backends' limit on bound parameters.
+const APPEND_CHUNK: usize = 500;
+
 /// Read envelopes from the outbox after `after_sequence`, in order, with
 /// their sequence filled in.
 pub async fn read_after(

@@ -336,15 +336,18 @@ impl JobQueue {
              WHERE id IN (SELECT id FROM jobs WHERE status IN ('queued', 'failed') AND run_at <= $3 \
              ORDER BY priority DESC, run_at, id LIMIT $4{locking}) RETURNING {JOB_COLUMNS}"
         );
-        let mut tx = self.db.begin().await?;
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(&lease_until)
-            .bind(ts(t))
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
+        let query = sqlx::query(&sql).bind(owner).bind(lease_until).bind(ts(t)).bind(limit);
+        let rows = match self.db.backend() {
+            // One statement commits by itself: no `BEGIN`/`COMMIT` round trips.
+            Backend::Postgres => query.fetch_all(self.db.writer()).await?,
+            // SQLite writes go through the group commit.
+            Backend::Sqlite => {
+                let mut tx = self.db.begin().await?;
+                let rows = query.fetch_all(&mut *tx).await?;
+                tx.commit().await?;
+                rows
+            }
+        };
         let mut jobs: Vec<Job> = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
         jobs.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.run_at.cmp(&b.run_at)));
         for job in &jobs {
@@ -384,14 +387,10 @@ impl JobQueue {
             return Ok(Vec::new());
         }
         let mut tx = self.db.begin().await?;
-        let mut finished = Vec::with_capacity(done.len());
-        let mut woke = false;
-        for (job, outcome) in done {
-            if let Some(j) = self.finish_one(&mut tx, job, Some(owner), outcome).await? {
-                woke |= j.workflow_id.is_some() || j.status == JobStatus::Failed;
-                finished.push(j);
-            }
-        }
+        let finished = self.finish_many(&mut tx, done, Guard::Owner(owner)).await?;
+        let woke = finished
+            .iter()
+            .any(|j| j.workflow_id.is_some() || j.status == JobStatus::Failed);
         if woke {
             notify(&mut tx).await?;
         }
@@ -402,15 +401,73 @@ impl JobQueue {
         Ok(finished)
     }
 
-    /// One job's transition on `conn`; `owner: None` for lease expiry.
-    async fn finish_one(
+    /// The transitions of `done` on `conn`, in few statements whatever their
+    /// number: one guarded `UPDATE … FROM (VALUES …)` per chunk of jobs, one
+    /// outbox insert for all their events, then each workflow's next state.
+    /// Returns the jobs the guard let through, as stored afterwards, in the
+    /// order of `done`.
+    async fn finish_many(
         &self,
         conn: &mut AnyConnection,
-        job: &Job,
-        owner: Option<&str>,
-        outcome: &Outcome,
-    ) -> Result<Option<Job>, QueueError> {
+        done: &[(Job, Outcome)],
+        guard: Guard<'_>,
+    ) -> Result<Vec<Job>, QueueError> {
         let t = ts(now());
+        let mut released = Vec::new();
+        let mut changes = Vec::with_capacity(done.len());
+        for (job, outcome) in done {
+            match self.transition(job, outcome) {
+                Some(change) => changes.push(change),
+                None => released.push(job),
+            }
+        }
+        let mut stored: std::collections::HashMap<String, Job> = std::collections::HashMap::with_capacity(done.len());
+        for chunk in changes.chunks(FINISH_CHUNK) {
+            for job in update_finished(conn, chunk, &guard, &t).await? {
+                stored.insert(job.id.clone(), job);
+            }
+        }
+        let mut handed_back = std::collections::HashSet::new();
+        if let Guard::Owner(owner) = guard {
+            for job in released {
+                if let Some(j) = release(conn, job, owner, &t).await? {
+                    handed_back.insert(j.id.clone());
+                    stored.insert(j.id.clone(), j);
+                }
+            }
+        }
+        // In the order the attempts were reported.
+        let finished: Vec<Job> = done.iter().filter_map(|(job, _)| stored.remove(&job.id)).collect();
+        // A job handed back has not ended an attempt: no event, no workflow step.
+        let ended = || finished.iter().filter(|j| !handed_back.contains(&j.id));
+        let mut events = Vec::new();
+        for job in ended() {
+            let ty = job.job_type.clone();
+            match job.status {
+                JobStatus::Succeeded => events.push(job_envelope(job, "JobSucceeded")),
+                JobStatus::Dead => {
+                    events.push(job_envelope(job, "JobDead"));
+                    metrics::counter!("atlas_jobs_dead_total", "type" => ty.clone()).increment(1);
+                }
+                JobStatus::Failed => {
+                    metrics::counter!("atlas_jobs_retries_total", "type" => ty.clone()).increment(1);
+                }
+                _ => {}
+            }
+            metrics::counter!("atlas_jobs_finished_total", "type" => ty, "status" => job.status.as_str()).increment(1);
+        }
+        atlas_events::append_many(conn, &events).await?;
+        for job in ended() {
+            if job.workflow_id.is_some() {
+                workflow::on_job_finished(conn, self, job).await?;
+            }
+        }
+        Ok(finished)
+    }
+
+    /// Where an attempt's `outcome` takes `job`; `None` for a release,
+    /// which is not a transition of its own (see [`release`]).
+    fn transition(&self, job: &Job, outcome: &Outcome) -> Option<Transition> {
         let (status, result, error, run_at) = match outcome {
             Outcome::Succeeded(v) => (JobStatus::Succeeded, Some(v.to_string()), None, None),
             Outcome::Cancelled => (
@@ -428,67 +485,15 @@ impl JobQueue {
                     (JobStatus::Dead, None, Some(error.clone()), None)
                 }
             }
-            Outcome::Released => {
-                let sql = format!(
-                    "UPDATE jobs SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'queued' END, attempts = attempts - 1, \
-                     lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running' \
-                     RETURNING {JOB_COLUMNS}"
-                );
-                let row = sqlx::query(&sql)
-                    .bind(&t)
-                    .bind(&job.id)
-                    .bind(owner.unwrap_or_default())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                return Ok(row.as_ref().map(Job::from_row).transpose()?);
-            }
+            Outcome::Released => return None,
         };
-        let terminal = status.is_terminal();
-        // The lease check: a worker only finishes what it still holds; lease
-        // expiry only takes what is still expired.
-        let guard = match owner {
-            Some(_) => "lease_owner = $8",
-            None => "lease_until < $8",
-        };
-        let sql = format!(
-            "UPDATE jobs SET status = $1, result = COALESCE($2, result), last_error = COALESCE($3, last_error), \
-             run_at = COALESCE($4, run_at), finished_at = $5, updated_at = $6, lease_owner = NULL, lease_until = NULL \
-             WHERE id = $7 AND {guard} AND status = 'running' RETURNING {JOB_COLUMNS}"
-        );
-        let row = sqlx::query(&sql)
-            .bind(status.as_str())
-            .bind(result)
-            .bind(error)
-            .bind(run_at)
-            .bind(terminal.then(|| t.clone()))
-            .bind(&t)
-            .bind(&job.id)
-            .bind(owner.map(str::to_string).unwrap_or_else(|| t.clone()))
-            .fetch_optional(&mut *conn)
-            .await?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        let stored = Job::from_row(&row)?;
-        let ty = stored.job_type.clone();
-        match stored.status {
-            JobStatus::Succeeded => {
-                emit(conn, &stored, "JobSucceeded").await?;
-            }
-            JobStatus::Dead => {
-                emit(conn, &stored, "JobDead").await?;
-                metrics::counter!("atlas_jobs_dead_total", "type" => ty.clone()).increment(1);
-            }
-            JobStatus::Failed => {
-                metrics::counter!("atlas_jobs_retries_total", "type" => ty.clone()).increment(1);
-            }
-            _ => {}
-        }
-        metrics::counter!("atlas_jobs_finished_total", "type" => ty, "status" => stored.status.as_str()).increment(1);
-        if stored.workflow_id.is_some() {
-            workflow::on_job_finished(conn, self, &stored).await?;
-        }
-        Ok(Some(stored))
+        Some(Transition {
+            id: job.id.clone(),
+            status,
+            result,
+            error,
+            run_at,
+        })
     }
 
     /// Take back jobs whose worker stopped heartbeating (crashed, killed,
@@ -506,21 +511,26 @@ impl JobQueue {
         .bind(ts(now()))
         .fetch_all(&mut *tx)
         .await?;
-        let expired: Vec<Job> = rows.iter().map(Job::from_row).collect::<Result<_, _>>()?;
-        let mut n = 0;
-        for job in &expired {
-            let outcome = Outcome::Failed {
-                error: format!(
-                    "the worker running attempt {} stopped renewing its lease (crashed or cut off)",
-                    job.attempts
-                ),
-                retryable: true,
-            };
-            if self.finish_one(&mut tx, job, None, &outcome).await?.is_some() {
-                tracing::warn!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "lease expired; job taken back");
-                n += 1;
-            }
+        let expired: Vec<(Job, Outcome)> = rows
+            .iter()
+            .map(|row| {
+                let job = Job::from_row(row)?;
+                let outcome = Outcome::Failed {
+                    error: format!(
+                        "the worker running attempt {} stopped renewing its lease (crashed or cut off)",
+                        job.attempts
+                    ),
+                    retryable: true,
+                };
+                Ok((job, outcome))
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        let taken = self.finish_many(&mut tx, &expired, Guard::Expired).await?;
+        for job in &taken {
+            // `attempts` is unchanged by the transition: the attempt that expired.
+            tracing::warn!(job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, "lease expired; job taken back");
         }
+        let n = taken.len();
         if n > 0 {
             notify(&mut tx).await?;
         }
@@ -680,13 +690,104 @@ pub(crate) fn job_events(job: &Job) -> EventContext {
     }
 }
 
-async fn emit(conn: &mut AnyConnection, job: &Job, event_type: &str) -> Result<(), QueueError> {
+fn job_envelope(job: &Job, event_type: &str) -> atlas_events::Envelope {
     let entity = EntityRef {
         entity_type: "job".into(),
         id: job.id.clone(),
         collection_id: job.collection_id.clone(),
     };
-    let envelope = job_events(job).envelope(event_type, entity, job.event_data());
-    atlas_events::append(conn, &envelope).await?;
-    Ok(())
+    job_events(job).envelope(event_type, entity, job.event_data())
+}
+
+/// Jobs per `UPDATE` in [`JobQueue::finish_many`]: 5 parameters each stays
+/// far below both backends' limit on bound parameters.
+const FINISH_CHUNK: usize = 500;
+
+/// Which running jobs a transition may change.
+enum Guard<'a> {
+    /// Those whose lease this worker still holds.
+    Owner(&'a str),
+    /// Those whose lease has expired (the worker is gone).
+    Expired,
+}
+
+/// A running job's next state.
+struct Transition {
+    id: String,
+    status: JobStatus,
+    result: Option<String>,
+    error: Option<String>,
+    /// A failed job's retry time.
+    run_at: Option<String>,
+}
+
+/// Apply `changes` in one statement, each only if its job is still running
+/// and `guard` holds; returns the jobs changed, as stored afterwards (in no
+/// particular order).
+async fn update_finished(
+    conn: &mut AnyConnection,
+    changes: &[Transition],
+    guard: &Guard<'_>,
+    t: &str,
+) -> Result<Vec<Job>, QueueError> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The lease check: a worker only finishes what it still holds; lease
+    // expiry only takes what is still expired. `$1` is now, `$2` the owner.
+    let guard_sql = match guard {
+        Guard::Owner(_) => "jobs.lease_owner = $2",
+        Guard::Expired => "jobs.lease_until < $1",
+    };
+    let first = match guard {
+        Guard::Owner(_) => 3,
+        Guard::Expired => 2,
+    };
+    // `VALUES` columns are named column1… on both backends: id, status,
+    // result, last_error, run_at. A terminal status also sets `finished_at`.
+    let rows: Vec<String> = (0..changes.len())
+        .map(|i| {
+            let p = first + i * 5;
+            format!("(${}, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3, p + 4)
+        })
+        .collect();
+    let sql = format!(
+        "UPDATE jobs SET status = v.column2, result = COALESCE(v.column3, result), \
+         last_error = COALESCE(v.column4, last_error), run_at = COALESCE(v.column5, run_at), \
+         finished_at = CASE WHEN v.column2 IN ('succeeded', 'dead', 'cancelled') THEN $1 ELSE NULL END, \
+         updated_at = $1, lease_owner = NULL, lease_until = NULL \
+         FROM (VALUES {}) AS v WHERE jobs.id = v.column1 AND {guard_sql} AND jobs.status = 'running' \
+         RETURNING {JOB_COLUMNS}",
+        rows.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(t);
+    if let Guard::Owner(owner) = guard {
+        query = query.bind(*owner);
+    }
+    for c in changes {
+        query = query
+            .bind(&c.id)
+            .bind(c.status.as_str())
+            .bind(&c.result)
+            .bind(&c.error)
+            .bind(&c.run_at);
+    }
+    let rows = query.fetch_all(&mut *conn).await?;
+    Ok(rows.iter().map(Job::from_row).collect::<Result<_, _>>()?)
+}
+
+/// Hand a running job back without counting its attempt (shutdown).
+async fn release(conn: &mut AnyConnection, job: &Job, owner: &str, t: &str) -> Result<Option<Job>, QueueError> {
+    let sql = format!(
+        "UPDATE jobs SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'queued' END, attempts = attempts - 1, \
+         lease_owner = NULL, lease_until = NULL, updated_at = $1 WHERE id = $2 AND lease_owner = $3 AND status = 'running' \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(t)
+        .bind(&job.id)
+        .bind(owner)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.as_ref().map(Job::from_row).transpose()?)
 }

@@ -398,6 +398,91 @@ async fn lease_expiry(backend: TestBackend) {
 }
 both_backends!(an_expired_lease_is_taken_back, lease_expiry);
 
+async fn mixed_batch(backend: TestBackend) {
+    let Some(e) = env(backend).await else { return };
+    use atlas_jobs::Outcome;
+    for n in 0..5 {
+        let mut job = NewJob::new("RECORD", json!({ "n": n }));
+        job.max_attempts = Some(if n == 2 { 1 } else { 3 });
+        e.queue.enqueue(job).await.unwrap();
+    }
+    let mine = e.queue.claim("me", 4).await.unwrap();
+    let theirs = e.queue.claim("other", 1).await.unwrap();
+    assert_eq!((mine.len(), theirs.len()), (4, 1));
+    let n = |j: &atlas_jobs::Job| j.payload["n"].as_i64().unwrap();
+    let mut batch: Vec<(atlas_jobs::Job, Outcome)> = mine
+        .iter()
+        .map(|j| {
+            let outcome = match n(j) {
+                0 => Outcome::Succeeded(json!({ "ok": 0 })),
+                1 => Outcome::Failed {
+                    error: "try again".into(),
+                    retryable: true,
+                },
+                2 => Outcome::Failed {
+                    error: "no attempts left".into(),
+                    retryable: true,
+                },
+                _ => Outcome::Cancelled,
+            };
+            (j.clone(), outcome)
+        })
+        .collect();
+    // Not this worker's lease: left alone.
+    batch.push((theirs[0].clone(), Outcome::Succeeded(json!("not mine"))));
+    let finished = e.queue.finish("me", &batch).await.unwrap();
+    let order: Vec<&str> = finished.iter().map(|j| j.id.as_str()).collect();
+    let expected: Vec<&str> = mine.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(order, expected, "the stored jobs come back in the batch's order");
+    for job in &finished {
+        let stored = e.queue.get(&job.id).await.unwrap().unwrap();
+        assert_eq!(&stored, job);
+        assert_eq!(stored.lease_owner, None);
+        match n(job) {
+            0 => {
+                assert_eq!(stored.status, JobStatus::Succeeded);
+                assert_eq!(stored.result, Some(json!({ "ok": 0 })));
+                assert!(stored.finished_at.is_some());
+            }
+            1 => {
+                assert_eq!(stored.status, JobStatus::Failed);
+                assert_eq!(stored.last_error.as_deref(), Some("try again"));
+                assert!(stored.finished_at.is_none());
+                assert!(
+                    stored.run_at > mine.iter().find(|j| n(j) == 1).unwrap().run_at,
+                    "retry later"
+                );
+            }
+            2 => {
+                assert_eq!(stored.status, JobStatus::Dead);
+                assert_eq!(stored.last_error.as_deref(), Some("no attempts left"));
+                assert!(stored.finished_at.is_some());
+            }
+            _ => {
+                assert_eq!(stored.status, JobStatus::Cancelled);
+                assert!(stored.finished_at.is_some());
+            }
+        }
+    }
+    let other = e.queue.get(&theirs[0].id).await.unwrap().unwrap();
+    assert_eq!(other.status, JobStatus::Running);
+    assert_eq!(other.lease_owner.as_deref(), Some("other"));
+    // One event per job that succeeded or died, committed with it.
+    let rows = sqlx::query("SELECT event_type, entity_id FROM outbox ORDER BY sequence")
+        .fetch_all(e.db.reader())
+        .await
+        .unwrap();
+    let events: Vec<(String, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let id_of = |k: i64| mine.iter().find(|j| n(j) == k).unwrap().id.clone();
+    let mut want = vec![
+        ("JobSucceeded".to_string(), id_of(0)),
+        ("JobDead".to_string(), id_of(2)),
+    ];
+    want.sort_by_key(|(_, id)| order.iter().position(|o| o == id));
+    assert_eq!(events, want);
+}
+both_backends!(a_batch_of_mixed_outcomes_finishes_together, mixed_batch);
+
 // --- worker processes ---------------------------------------------------
 
 /// Not a test of its own: the body of a worker process the tests below

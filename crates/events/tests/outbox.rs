@@ -28,6 +28,7 @@ fn envelope(n: usize, data: serde_json::Value) -> Envelope {
         request_id: format!("req-{n}"),
         trace_id: "trace".into(),
         causation_id: None,
+        span_id: None,
     };
     let entity = EntityRef {
         entity_type: "job".into(),

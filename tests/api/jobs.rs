@@ -588,6 +588,9 @@ fn atlas_serve(dir: &std::path::Path, db_url: &str, failpoints: Option<&str>) ->
         .env("ATLAS_DATABASE__URL", db_url)
         .env("ATLAS_JOBS__ENRICH_ALLOW_NETWORKS", "[\"127.0.0.1\"]")
         .env("ATLAS_JOBS__POLL_INTERVAL_MS", "100")
+        // A job the aborted process had already claimed comes back soon.
+        .env("ATLAS_JOBS__LEASE_SECS", "3")
+        .env("ATLAS_JOBS__HEARTBEAT_SECS", "1")
         .env("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256")
         .env("ATLAS_AUTH__ARGON2_ITERATIONS", "1")
         .env("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0")

@@ -31,6 +31,11 @@ pub struct Relay {
     holder: String,
     idle: Duration,
     lease_until: Option<Instant>,
+    /// No unpublished row has a smaller sequence. Outbox sequences commit
+    /// in order, so the relay never needs to look below it again; starting
+    /// the index scan here skips the dead index entries of rows published
+    /// long ago (PostgreSQL keeps them until vacuum).
+    floor: std::sync::atomic::AtomicI64,
     backlog_reported: std::sync::Mutex<Option<Instant>>,
 }
 
@@ -42,6 +47,7 @@ impl Relay {
             holder: uuid::Uuid::now_v7().to_string(),
             idle: Duration::from_millis(poll_interval_ms),
             lease_until: None,
+            floor: std::sync::atomic::AtomicI64::new(0),
             backlog_reported: std::sync::Mutex::new(None),
         }
     }
@@ -126,11 +132,14 @@ impl Relay {
     /// Publish one batch; returns how many rows it read.
     async fn round(&self) -> Result<usize, NatsError> {
         let settings = self.log.settings();
-        let rows =
-            sqlx::query("SELECT sequence, envelope FROM outbox WHERE published_at IS NULL ORDER BY sequence LIMIT $1")
-                .bind(i64::from(settings.relay_batch))
-                .fetch_all(self.db.reader())
-                .await?;
+        let floor = self.floor.load(std::sync::atomic::Ordering::Relaxed);
+        let rows = sqlx::query(
+            "SELECT sequence, envelope FROM outbox WHERE sequence >= $1 AND published_at IS NULL ORDER BY sequence LIMIT $2",
+        )
+        .bind(floor)
+        .bind(i64::from(settings.relay_batch))
+        .fetch_all(self.db.reader())
+        .await?;
         if rows.is_empty() {
             metrics::gauge!("atlas_events_outbox_backlog").set(0.0);
             return Ok(0);
@@ -175,6 +184,18 @@ impl Relay {
             }
         }
         self.mark_published(&acked).await?;
+        // The new floor: the first row of this round not acked, or past the
+        // last one.
+        let mut next_floor = floor;
+        for row in &rows {
+            let sequence: i64 = row.try_get(0)?;
+            if !acked.contains(&sequence) {
+                next_floor = sequence;
+                break;
+            }
+            next_floor = sequence + 1;
+        }
+        self.floor.store(next_floor, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("atlas_events_relay_published_total").increment(acked.len() as u64);
         self.report_backlog().await?;
         match failure {

@@ -69,10 +69,11 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let dir = std::env::temp_dir().join(format!("atlas-lag-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir)?;
+    let pg_name = format!("atlas_bench_{}", uuid::Uuid::now_v7().simple());
     let database_url = match args.mode {
         Mode::EmbeddedSqlite => format!("sqlite://{}", dir.join("atlas.db").display()),
         _ => {
-            let name = format!("atlas_bench_{}", uuid::Uuid::now_v7().simple());
+            let name = &pg_name;
             let admin = Database::connect(&db_settings(&args.postgres)).await?;
             sqlx::query(&format!("CREATE DATABASE {name}"))
                 .execute(admin.writer())
@@ -235,7 +236,15 @@ async fn main() -> anyhow::Result<()> {
         audit.unwrap_or_else(|_| "-".into()),
     );
     db.close().await;
+    drop(_server);
     let _ = std::fs::remove_dir_all(&dir);
+    if args.mode != Mode::EmbeddedSqlite {
+        let admin = Database::connect(&db_settings(&args.postgres)).await?;
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"))
+            .execute(admin.writer())
+            .await?;
+        admin.close().await;
+    }
     Ok(())
 }
 

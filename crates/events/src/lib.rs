@@ -230,42 +230,16 @@ const OUTBOX_LOCK: i64 = 0x4154_4C41_535F_4F42;
 /// Insert `envelope` into the outbox on `conn` (which should be inside the
 /// transaction that made the change). Returns the assigned sequence.
 pub async fn append(conn: &mut AnyConnection, envelope: &Envelope) -> Result<i64, OutboxError> {
-    if let Some(field) = find_secret_field(&envelope.data) {
-        return Err(OutboxError::SecretInEvent {
-            event_type: envelope.event_type.clone(),
-            field,
-        });
-    }
-    let json = serde_json::to_string(envelope).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
-        // Serialize outbox writers until commit, so that sequences become
-        // visible in increasing order and a consumer reading "after offset
-        // N" never skips a row that commits late with a smaller sequence.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(OUTBOX_LOCK)
-            .execute(&mut *conn)
-            .await?;
-    }
-    let row = sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING sequence",
-    )
-    .bind(&envelope.event_id)
-    .bind(&envelope.event_type)
-    .bind(&envelope.entity.entity_type)
-    .bind(&envelope.entity.id)
-    .bind(&envelope.entity.collection_id)
-    .bind(&envelope.actor_user_id)
-    .bind(json)
-    .bind(&envelope.occurred_at)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(row.try_get::<i64, _>(0)?)
+    let sequences = append_many(conn, std::slice::from_ref(envelope)).await?;
+    sequences
+        .first()
+        .copied()
+        .ok_or_else(|| OutboxError::Database(sqlx::Error::RowNotFound))
 }
 
 /// Insert several envelopes into the outbox on `conn`, in order, with one
-/// statement per chunk and (on PostgreSQL) the writers' lock taken once —
-/// what [`append`] does for each, at a fraction of the round trips. Returns
+/// statement per chunk and (on PostgreSQL) the writers' lock taken once;
+/// [`append`] is its one-envelope case. Returns
 /// the assigned sequences, one per envelope in the same order. Nothing is
 /// written if any envelope carries a secret-looking field.
 pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Result<Vec<i64>, OutboxError> {
@@ -286,7 +260,10 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
     if conn.backend_name().eq_ignore_ascii_case("postgresql") {
-        // The same lock as `append`: see there.
+        // Serialize outbox writers until commit, so that sequences become
+        // visible in increasing order and a reader of "after sequence N"
+        // (a consumer, the relay's floor) never skips a row that commits
+        // late with a smaller sequence.
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(OUTBOX_LOCK)
             .execute(&mut *conn)

@@ -571,3 +571,93 @@ async fn two_nats_workers_keep_one_audit_chain() {
     assert_eq!(report["checked"], events, "{report}");
     db.close().await;
 }
+
+/// Realtime across api processes in nats mode: a stream opened on one api
+/// process receives, within a second, the event of a write made through
+/// another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
+    use futures::StreamExt;
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let env: Vec<(&str, &str)> = vec![
+        ("ATLAS_DATABASE__URL", database.url.as_str()),
+        ("ATLAS_EVENTS__BROKER", "nats"),
+        ("ATLAS_EVENTS__NATS__URL", nats.url.as_str()),
+        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
+        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
+        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
+        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
+        ("ATLAS_AUTH__JWT_SECRET", "realtime-secret-realtime-secret-realtime"),
+        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+        ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
+        ("ATLAS_SERVER__ROLE", "api"),
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut writer_api, a) = serve(dirs[0].path(), &env);
+    let (mut stream_api, b) = serve(dirs[1].path(), &env);
+    let client = reqwest::Client::new();
+    let registered: serde_json::Value = client
+        .post(format!("{a}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": "live@realtime.org", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_string();
+    let collection: serde_json::Value = client
+        .post(format!("{a}/api/v1/collections"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Live"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sse = client
+        .get(format!("{b}/api/v1/events/stream?access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let mut body = sse.bytes_stream();
+    let written = Instant::now();
+    let item: serde_json::Value = client
+        .post(format!(
+            "{a}/api/v1/collections/{}/items",
+            collection["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "seen elsewhere"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item_id = item["id"].as_str().unwrap().to_string();
+    let mut text = String::new();
+    let arrived = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = body.next().await {
+            text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            if text.contains("ItemCreated") && text.contains(&item_id) {
+                return written.elapsed();
+            }
+        }
+        panic!("the stream ended: {text}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no ItemCreated on the other api process: {text}"));
+    assert!(arrived < Duration::from_secs(1), "arrived after {arrived:?}");
+    for child in [&mut writer_api, &mut stream_api] {
+        stop(child);
+    }
+}

@@ -35,6 +35,25 @@ pub enum DbError {
     },
 }
 
+/// `count` numbered bind parameters from `$first` on, comma-separated, for
+/// an `IN (…)` list: `param_list(2, 3)` is `$2, $3, $4`.
+pub fn param_list(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `rows` tuples of `columns` numbered bind parameters each, from `$first`
+/// on, row by row, for a multi-row `VALUES`: `value_rows(1, 2, 2)` is
+/// `($1, $2), ($3, $4)`. Bind the values in the same order.
+pub fn value_rows(first: usize, rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", param_list(first + r * columns, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Timestamps are stored as RFC 3339 UTC text with microseconds and a fixed
 /// width, so text order is time order on both backends.
 pub fn format_timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -68,6 +87,14 @@ pub fn unique_violation(err: &sqlx::Error) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_parameter_lists_are_numbered_in_order() {
+        assert_eq!(param_list(2, 3), "$2, $3, $4");
+        assert_eq!(param_list(1, 0), "");
+        assert_eq!(value_rows(1, 2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(value_rows(3, 2, 5), "($3, $4, $5, $6, $7), ($8, $9, $10, $11, $12)");
+    }
 
     #[test]
     fn timestamps_sort_as_text() {

@@ -271,27 +271,11 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
     }
     let mut sequences = Vec::with_capacity(envelopes.len());
     for (chunk, jsons) in envelopes.chunks(APPEND_CHUNK).zip(jsons.chunks(APPEND_CHUNK)) {
-        let mut sql = String::from(
-            "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at) VALUES ",
+        let sql = format!(
+            "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at)
+             VALUES {} RETURNING event_id, sequence",
+            atlas_db::value_rows(1, chunk.len(), 8)
         );
-        for i in 0..chunk.len() {
-            let p = i * 8;
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                p + 1,
-                p + 2,
-                p + 3,
-                p + 4,
-                p + 5,
-                p + 6,
-                p + 7,
-                p + 8
-            ));
-        }
-        sql.push_str(" RETURNING event_id, sequence");
         let mut query = sqlx::query(&sql);
         for (envelope, json) in chunk.iter().zip(jsons) {
             query = query

@@ -378,10 +378,9 @@ impl Handling {
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         let mut seen = std::collections::HashSet::new();
         for chunk in event_ids.chunks(500) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "SELECT event_id FROM consumer_processed WHERE consumer = $1 AND event_id IN ({})",
-                placeholders.join(", ")
+                atlas_db::param_list(2, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(&self.name);
             for id in chunk {
@@ -482,13 +481,10 @@ async fn insert_processed(
     now: &str,
 ) -> Result<(), sqlx::Error> {
     for chunk in event_ids.chunks(300) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
         let sql = format!(
             "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES {}
              ON CONFLICT (consumer, event_id) DO NOTHING",
-            rows.join(", ")
+            atlas_db::value_rows(1, chunk.len(), 3)
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {

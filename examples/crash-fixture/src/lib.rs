@@ -73,18 +73,15 @@ impl Consumer for RecordingConsumer {
 
     async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
         let now = atlas_db::now();
-        let rows: Vec<String> = (0..envelopes.len())
-            .map(|i| format!("(${}, 1, ${})", 2 * i + 1, 2 * i + 2))
-            .collect();
         let sql = format!(
             "INSERT INTO recorded_events (event_id, deliveries, handled_at) VALUES {}
              ON CONFLICT (event_id) DO UPDATE SET deliveries = recorded_events.deliveries + 1",
-            rows.join(", ")
+            atlas_db::value_rows(1, envelopes.len(), 3)
         );
         let mut query = sqlx::query(&sql);
         for envelope in envelopes {
             let event_id = envelope["event_id"].as_str().ok_or("envelope without event_id")?;
-            query = query.bind(event_id.to_string()).bind(now.clone());
+            query = query.bind(event_id.to_string()).bind(1i64).bind(now.clone());
         }
         query.execute(self.db.writer()).await?;
         Ok(())

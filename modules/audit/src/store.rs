@@ -303,10 +303,9 @@ async fn existing_event_ids(
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut found = std::collections::HashSet::new();
     for chunk in event_ids.chunks(500) {
-        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT event_id FROM audit_events WHERE event_id IN ({})",
-            placeholders.join(", ")
+            atlas_db::param_list(1, chunk.len())
         );
         let mut query = sqlx::query(&sql);
         for id in chunk {
@@ -321,14 +320,10 @@ async fn existing_event_ids(
 
 /// One multi-row INSERT of `records`.
 async fn insert_rows(conn: &mut AnyConnection, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
-    const COLUMNS: usize = 14;
-    let rows: Vec<String> = (0..records.len())
-        .map(|r| {
-            let params: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", r * COLUMNS + c)).collect();
-            format!("({})", params.join(", "))
-        })
-        .collect();
-    let sql = format!("INSERT INTO audit_events ({RECORD_COLUMNS}) VALUES {}", rows.join(", "));
+    let sql = format!(
+        "INSERT INTO audit_events ({RECORD_COLUMNS}) VALUES {}",
+        atlas_db::value_rows(1, records.len(), 14)
+    );
     let mut query = sqlx::query(&sql);
     for record in records {
         query = query

@@ -222,10 +222,9 @@ pub(crate) async fn store_tags(
     }
     upsert.execute(&mut *conn).await?;
 
-    let names: Vec<String> = (0..tags.len()).map(|i| format!("${}", i + 3)).collect();
     let sql = format!(
         "INSERT INTO item_tags (item_id, tag_id) SELECT $1, id FROM tags WHERE collection_id = $2 AND name IN ({})",
-        names.join(", ")
+        atlas_db::param_list(3, tags.len())
     );
     let mut link = sqlx::query(&sql).bind(item_id).bind(collection_id);
     for name in tags {

@@ -745,12 +745,7 @@ async fn update_finished(
     };
     // `VALUES` columns are named column1… on both backends: id, status,
     // result, last_error, run_at. A terminal status also sets `finished_at`.
-    let rows: Vec<String> = (0..changes.len())
-        .map(|i| {
-            let p = first + i * 5;
-            format!("(${}, ${}, ${}, ${}, ${})", p, p + 1, p + 2, p + 3, p + 4)
-        })
-        .collect();
+    let rows = atlas_db::value_rows(first, changes.len(), 5);
     let sql = format!(
         "UPDATE jobs SET status = v.column2, result = COALESCE(v.column3, result), \
          last_error = COALESCE(v.column4, last_error), run_at = COALESCE(v.column5, run_at), \
@@ -758,7 +753,7 @@ async fn update_finished(
          updated_at = $1, lease_owner = NULL, lease_until = NULL \
          FROM (VALUES {}) AS v WHERE jobs.id = v.column1 AND {guard_sql} AND jobs.status = 'running' \
          RETURNING {JOB_COLUMNS}",
-        rows.join(", ")
+        rows
     );
     let mut query = sqlx::query(&sql).bind(t);
     if let Guard::Owner(owner) = guard {

@@ -207,10 +207,9 @@ impl Relay {
     async fn mark_published(&self, sequences: &[i64]) -> Result<(), sqlx::Error> {
         let now = atlas_db::now();
         for chunk in sequences.chunks(200) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "UPDATE outbox SET published_at = $1 WHERE sequence IN ({})",
-                placeholders.join(", ")
+                atlas_db::param_list(2, chunk.len())
             );
             let mut query = sqlx::query(&sql).bind(&now);
             for sequence in chunk {

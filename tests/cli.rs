@@ -436,6 +436,57 @@ async fn jobs_commands(backend: TestBackend) {
 }
 both_backends!(jobs_cli, jobs_commands);
 
+/// Environment for an `atlas serve` process of a small cluster: PostgreSQL,
+/// this test's NATS streams, cheap hashing, no rate limit; `extra` appended.
+fn cluster_env<'a>(
+    database: &'a TestDatabase,
+    nats: &'a atlas_testkit::TestNats,
+    extra: &[(&'a str, &'a str)],
+) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("ATLAS_DATABASE__URL", database.url.as_str()),
+        ("ATLAS_EVENTS__BROKER", "nats"),
+        ("ATLAS_EVENTS__NATS__URL", nats.url.as_str()),
+        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
+        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
+        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
+        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
+        ("ATLAS_AUTH__JWT_SECRET", "cluster-test-secret-cluster-test-secret"),
+        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+        ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+/// Register `email` on the server at `base` and create a collection;
+/// returns the access token and the collection's items URL.
+async fn sign_up_with_collection(client: &reqwest::Client, base: &str, email: &str) -> (String, String) {
+    let registered: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/register"))
+        .json(&serde_json::json!({"email": email, "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = registered["access_token"].as_str().unwrap().to_string();
+    let collection: serde_json::Value = client
+        .post(format!("{base}/api/v1/collections"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"name": "Cluster"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = format!("{base}/api/v1/collections/{}/items", collection["id"].as_str().unwrap());
+    (token, items)
+}
+
 /// Two worker processes share the `audit` consumer over NATS JetStream while
 /// 2,000 items are written through an api process: the chain stays single
 /// and `atlas audit verify` passes.
@@ -450,21 +501,14 @@ async fn two_nats_workers_keep_one_audit_chain() {
     };
     let seed: [u8; 32] = rand::random();
     let key = base64::engine::general_purpose::STANDARD.encode(seed);
-    let env: Vec<(&str, &str)> = vec![
-        ("ATLAS_DATABASE__URL", database.url.as_str()),
-        ("ATLAS_EVENTS__BROKER", "nats"),
-        ("ATLAS_EVENTS__NATS__URL", nats.url.as_str()),
-        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
-        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
-        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
-        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
-        ("ATLAS_AUDIT__SIGNING_KEY", key.as_str()),
-        ("ATLAS_AUDIT__CHECKPOINT_EVERY_ROWS", "100"),
-        ("ATLAS_AUTH__JWT_SECRET", "two-workers-secret-two-workers-secret"),
-        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
-        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
-        ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
-    ];
+    let env = cluster_env(
+        &database,
+        &nats,
+        &[
+            ("ATLAS_AUDIT__SIGNING_KEY", key.as_str()),
+            ("ATLAS_AUDIT__CHECKPOINT_EVERY_ROWS", "100"),
+        ],
+    );
     let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let start = |dir: &std::path::Path, role: &str| {
         let mut env = env.clone();
@@ -476,27 +520,7 @@ async fn two_nats_workers_keep_one_audit_chain() {
     let (mut worker_b, metrics_b) = start(dirs[2].path(), "worker");
 
     let client = reqwest::Client::new();
-    let registered: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": "chain@audit.org", "password": "password-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["access_token"].as_str().unwrap().to_string();
-    let collection: serde_json::Value = client
-        .post(format!("{base}/api/v1/collections"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": "Chain"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let url = format!("{base}/api/v1/collections/{}/items", collection["id"].as_str().unwrap());
+    let (token, url) = sign_up_with_collection(&client, &base, "chain@audit.org").await;
     let writers: Vec<_> = (0..8)
         .map(|w| {
             let (client, url, token) = (client.clone(), url.clone(), token.clone());
@@ -584,44 +608,12 @@ async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
     let Some(database) = TestDatabase::postgres().await else {
         return;
     };
-    let env: Vec<(&str, &str)> = vec![
-        ("ATLAS_DATABASE__URL", database.url.as_str()),
-        ("ATLAS_EVENTS__BROKER", "nats"),
-        ("ATLAS_EVENTS__NATS__URL", nats.url.as_str()),
-        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
-        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
-        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
-        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
-        ("ATLAS_AUTH__JWT_SECRET", "realtime-secret-realtime-secret-realtime"),
-        ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
-        ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
-        ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
-        ("ATLAS_SERVER__ROLE", "api"),
-    ];
+    let env = cluster_env(&database, &nats, &[("ATLAS_SERVER__ROLE", "api")]);
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut writer_api, a) = serve(dirs[0].path(), &env);
     let (mut stream_api, b) = serve(dirs[1].path(), &env);
     let client = reqwest::Client::new();
-    let registered: serde_json::Value = client
-        .post(format!("{a}/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": "live@realtime.org", "password": "password-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = registered["access_token"].as_str().unwrap().to_string();
-    let collection: serde_json::Value = client
-        .post(format!("{a}/api/v1/collections"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": "Live"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (token, items_url) = sign_up_with_collection(&client, &a, "live@realtime.org").await;
     let sse = client
         .get(format!("{b}/api/v1/events/stream?access_token={token}"))
         .send()
@@ -631,10 +623,7 @@ async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
     let mut body = sse.bytes_stream();
     let written = Instant::now();
     let item: serde_json::Value = client
-        .post(format!(
-            "{a}/api/v1/collections/{}/items",
-            collection["id"].as_str().unwrap()
-        ))
+        .post(&items_url)
         .bearer_auth(&token)
         .json(&serde_json::json!({"title": "seen elsewhere"}))
         .send()

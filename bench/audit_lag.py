@@ -146,6 +146,26 @@ def audit_rows(server, token, user_id, expect, timeout=120):
         time.sleep(0.5)
 
 
+def appended_rows(server):
+    """The sink's rows appended since this process started, from /metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for line in text.splitlines():
+        if line.startswith("atlas_audit_rows_appended_total"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def wait_for_sink(server, expect, timeout=600):
+    """Wait until the sink appended `expect` rows, polling the cheap metrics
+    endpoint rather than paging through the audit API while it drains."""
+    deadline = time.time() + timeout
+    while appended_rows(server) < expect and time.time() < deadline:
+        time.sleep(0.2)
+
+
 def percentile(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
@@ -190,6 +210,7 @@ def main():
         written, errors = write_items(api, token, col["id"], args.burst, 0)
         api.stop()
         server = Server(args.atlas, data_dir, args.database_url, extra, "all")
+        wait_for_sink(server, written)
         rows = audit_rows(server, token, user_id, before + written, timeout=600)
         drained = sorted(parse(r["recorded_at"]) for r in rows)[before:]
         span = drained[-1] - drained[0] if len(drained) > 1 else float("nan")

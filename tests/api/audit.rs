@@ -614,7 +614,12 @@ async fn concurrent_workers(backend: TestBackend) {
             max_ack_pending: 64,
             ..Default::default()
         };
-        let runtime = atlas_events::runtime::ConsumerRuntime::new(db.clone(), settings, vec![consumer]);
+        let runtime = atlas_events::runtime::ConsumerRuntime::new(
+            db.clone(),
+            settings,
+            vec![consumer],
+            std::sync::Arc::new(atlas_http::WriteGate::open()),
+        );
         workers.extend(runtime.spawn(shutdown.clone()));
         pools.push(db);
     }

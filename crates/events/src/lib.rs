@@ -54,10 +54,14 @@ impl Module for EventsModule {
         let settings = ctx.settings().events.clone();
         let shutdown = ctx.shutdown_token().child_token();
         let handles = match settings.broker {
-            Broker::Embedded => runtime::ConsumerRuntime::new(ctx.db().clone(), settings, consumers).spawn(shutdown),
+            Broker::Embedded => {
+                runtime::ConsumerRuntime::new(ctx.db().clone(), settings, consumers, ctx.write_gate().clone())
+                    .spawn(shutdown)
+            }
             Broker::Nats => {
                 let log = ctx.require::<nats::NatsLog>()?;
-                let mut handles = log.spawn(ctx.db().clone(), settings.clone(), consumers, shutdown.clone());
+                let gate = ctx.write_gate().clone();
+                let mut handles = log.spawn(ctx.db().clone(), settings.clone(), consumers, gate, shutdown.clone());
                 handles.push(runtime::spawn_pruning(
                     ctx.db().clone(),
                     settings.processed_retention_hours,

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
+use atlas_http::WriteGate;
 use atlas_kernel::settings::EventsSettings;
 use atlas_kernel::Consumer;
 use rand::Rng;
@@ -30,6 +31,7 @@ pub struct ConsumerRuntime {
     db: Database,
     settings: EventsSettings,
     consumers: Vec<Arc<dyn Consumer>>,
+    gate: Arc<WriteGate>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,11 +43,19 @@ pub enum RuntimeError {
 }
 
 impl ConsumerRuntime {
-    pub fn new(db: Database, settings: EventsSettings, consumers: Vec<Arc<dyn Consumer>>) -> Self {
+    /// Consumers report their backlog to `gate` (the process's admission
+    /// control for writes; [`WriteGate::open`] when nothing should wait).
+    pub fn new(
+        db: Database,
+        settings: EventsSettings,
+        consumers: Vec<Arc<dyn Consumer>>,
+        gate: Arc<WriteGate>,
+    ) -> Self {
         ConsumerRuntime {
             db,
             settings,
             consumers,
+            gate,
         }
     }
 
@@ -56,7 +66,7 @@ impl ConsumerRuntime {
             let worker = ConsumerTask {
                 db: self.db.clone(),
                 settings: self.settings.clone(),
-                handling: Handling::new(self.db.clone(), consumer),
+                handling: Handling::new(self.db.clone(), consumer, self.gate.clone()),
             };
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
@@ -101,6 +111,7 @@ impl ConsumerTask {
                 }
             }
         }
+        self.handling.withdraw_lag();
         tracing::info!(consumer = %name, "consumer stopped");
     }
 
@@ -125,8 +136,7 @@ impl ConsumerTask {
             .fetch_one(self.db.reader())
             .await?
             .try_get(0)?;
-        metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => name.to_string())
-            .set((head.unwrap_or(0) - offset).max(0) as f64);
+        self.handling.report_lag((head.unwrap_or(0) - offset).max(0) as u64);
         let seen = rows.len();
         let mut envelopes = Vec::with_capacity(rows.len());
         for row in rows {
@@ -240,6 +250,9 @@ impl ConsumerTask {
                 Err(error) => {
                     let delay = backoff(&self.settings, attempt);
                     handling.will_retry(envelope, attempt, &error, delay);
+                    // A backlog behind a failing event is not load: writes
+                    // are not held for it (it ends in the dead letters).
+                    handling.withdraw_lag();
                     tokio::select! {
                         _ = shutdown.cancelled() => return Ok(Delivery::Interrupted),
                         _ = tokio::time::sleep(delay) => {}
@@ -254,7 +267,7 @@ impl ConsumerTask {
     async fn commit(&self, sequence: i64, event_ids: &[&str]) -> Result<(), sqlx::Error> {
         let now = atlas_db::now();
         let mut tx = self.db.begin().await?;
-        insert_processed(&mut tx, self.handling.name(), event_ids, &now).await?;
+        insert_processed(&mut tx, self.handling.name(), self.handling.to_record(event_ids), &now).await?;
         sqlx::query(
             "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
              ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
@@ -264,7 +277,15 @@ impl ConsumerTask {
         .bind(&now)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await
+        tx.commit().await?;
+        // Writes go on while a step runs: the lag is measured against the
+        // newest event now, not the one the step started with.
+        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
+            .fetch_one(self.db.reader())
+            .await?
+            .try_get(0)?;
+        self.handling.report_lag((head.unwrap_or(0) - sequence).max(0) as u64);
+        Ok(())
     }
 
     async fn dead_letter(&self, envelope: &Envelope, attempts: u32, error: &str) -> Result<(), RuntimeError> {
@@ -310,7 +331,7 @@ impl ConsumerTask {
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
-            if handled {
+            if handled && self.handling.keeps_records {
                 sqlx::query(
                     "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES ($1, $2, $3)
                      ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -333,12 +354,36 @@ pub(crate) struct Handling {
     db: Database,
     consumer: Arc<dyn Consumer>,
     name: String,
+    gate: Arc<WriteGate>,
+    /// False for consumers that are idempotent on their own
+    /// ([`Consumer::idempotent`]): no processed records are read or written.
+    keeps_records: bool,
 }
 
 impl Handling {
-    pub(crate) fn new(db: Database, consumer: Arc<dyn Consumer>) -> Self {
+    pub(crate) fn new(db: Database, consumer: Arc<dyn Consumer>, gate: Arc<WriteGate>) -> Self {
         let name = consumer.name().to_string();
-        Handling { db, consumer, name }
+        let keeps_records = !consumer.idempotent();
+        Handling {
+            db,
+            consumer,
+            name,
+            gate,
+            keeps_records,
+        }
+    }
+
+    /// How many events this consumer has yet to handle: the lag gauge, and
+    /// the backlog the write gate holds writes for.
+    pub(crate) fn report_lag(&self, events: u64) {
+        metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => self.name.clone()).set(events as f64);
+        self.gate.report(&self.name, events);
+    }
+
+    /// Stop holding writes for this consumer's backlog (it is retrying a
+    /// failing event, or stopping).
+    pub(crate) fn withdraw_lag(&self) {
+        self.gate.withdraw(&self.name);
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -353,6 +398,9 @@ impl Handling {
 
     /// Whether this consumer already handled `event_id` (a redelivery).
     pub(crate) async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
+        if !self.keeps_records {
+            return Ok(false);
+        }
         let seen = sqlx::query("SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2")
             .bind(&self.name)
             .bind(event_id)
@@ -367,6 +415,10 @@ impl Handling {
 
     /// Record that this consumer handled `event_ids`.
     pub(crate) async fn mark_processed(&self, event_ids: &[&str]) -> Result<(), sqlx::Error> {
+        let event_ids = self.to_record(event_ids);
+        if event_ids.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.db.writer().acquire().await?;
         insert_processed(&mut conn, &self.name, event_ids, &atlas_db::now()).await
     }
@@ -377,7 +429,7 @@ impl Handling {
         event_ids: &[&str],
     ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
         let mut seen = std::collections::HashSet::new();
-        for chunk in event_ids.chunks(500) {
+        for chunk in self.to_record(event_ids).chunks(500) {
             let sql = format!(
                 "SELECT event_id FROM consumer_processed WHERE consumer = $1 AND event_id IN ({})",
                 atlas_db::param_list(2, chunk.len())
@@ -395,6 +447,16 @@ impl Handling {
                 .increment(seen.len() as u64);
         }
         Ok(seen)
+    }
+
+    /// The ids whose processed records this consumer keeps: all of them, or
+    /// none for a consumer that is idempotent on its own.
+    pub(crate) fn to_record<'a>(&self, event_ids: &'a [&'a str]) -> &'a [&'a str] {
+        if self.keeps_records {
+            event_ids
+        } else {
+            &[]
+        }
     }
 
     pub(crate) fn batch_size(&self) -> usize {

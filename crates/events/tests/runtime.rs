@@ -57,6 +57,8 @@ struct Recorder {
     batch: usize,
     batches: Mutex<Vec<usize>>,
     fail_batches: AtomicBool,
+    /// Claims to deduplicate redeliveries itself.
+    idempotent: bool,
 }
 
 impl Recorder {
@@ -71,6 +73,7 @@ impl Recorder {
             batch: 1,
             batches: Mutex::new(Vec::new()),
             fail_batches: AtomicBool::new(false),
+            idempotent: false,
         })
     }
     fn batched(name: &'static str, size: usize, fail_batches: bool) -> Arc<Self> {
@@ -94,6 +97,9 @@ impl Consumer for Recorder {
     }
     fn batch_size(&self) -> usize {
         self.batch
+    }
+    fn idempotent(&self) -> bool {
+        self.idempotent
     }
     async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
         if self.fail_batches.load(Ordering::SeqCst) {
@@ -135,6 +141,17 @@ impl Module for Fixture {
     }
     fn consumers(&self, _ctx: &AppContext) -> Vec<Arc<dyn Consumer>> {
         self.0.iter().map(|r| r.clone() as Arc<dyn Consumer>).collect()
+    }
+    /// `POST /api/v1/fixture/events` commits one event, as an API write;
+    /// `GET` is a read that does nothing.
+    fn routes(&self, ctx: &AppContext) -> Option<atlas_http::ModuleRouter> {
+        let db = ctx.db().clone();
+        let routes = axum::routing::post(move || async move {
+            emit(&db, "ItemCreated", 1).await;
+            axum::http::StatusCode::CREATED
+        })
+        .get(|| async { axum::http::StatusCode::OK });
+        Some(atlas_http::ModuleRouter::new().route("/fixture/events", routes))
     }
 }
 
@@ -322,17 +339,15 @@ async fn poison_pill(mode: Mode) {
 }
 all_modes!(a_poison_pill_is_dead_lettered_and_replayed_once, poison_pill);
 
-async fn redelivery_is_a_no_op(mode: Mode) {
-    let recorder = Recorder::new("once", &[], false);
-    let Some(h) = start(mode, vec![recorder.clone()]).await else {
-        return;
-    };
-    let ids = emit(&h.db, "ItemUpdated", 10).await;
-    eventually("delivered", async || recorder.seen().len() == 10).await;
+/// Make the log hand every event to `consumer` again: rewind its offset
+/// (embedded), or publish every event again under new message ids, past the
+/// broker's dedup, as a relay that lost its marks would (nats).
+async fn deliver_everything_again(h: &Harness, consumer: &str) {
     match &h.nats {
         // Rewind the offset, as a crash before the offset commit would.
         None => {
-            sqlx::query("UPDATE consumer_offsets SET last_sequence = 0 WHERE consumer = 'once'")
+            sqlx::query("UPDATE consumer_offsets SET last_sequence = 0 WHERE consumer = $1")
+                .bind(consumer)
                 .execute(h.db.writer())
                 .await
                 .unwrap();
@@ -356,6 +371,16 @@ async fn redelivery_is_a_no_op(mode: Mode) {
             }
         }
     }
+}
+
+async fn redelivery_is_a_no_op(mode: Mode) {
+    let recorder = Recorder::new("once", &[], false);
+    let Some(h) = start(mode, vec![recorder.clone()]).await else {
+        return;
+    };
+    let ids = emit(&h.db, "ItemUpdated", 10).await;
+    eventually("delivered", async || recorder.seen().len() == 10).await;
+    deliver_everything_again(&h, "once").await;
     let more = emit(&h.db, "ItemUpdated", 1).await;
     eventually("the new event delivered", async || recorder.seen().len() == 11).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -368,6 +393,135 @@ async fn redelivery_is_a_no_op(mode: Mode) {
     h.stop().await;
 }
 all_modes!(duplicate_delivery_is_a_no_op, redelivery_is_a_no_op);
+
+/// A consumer that deduplicates by itself gets redeliveries handed to it
+/// and costs the runtime no processed records; the others still do.
+async fn self_deduplicating_consumers_keep_no_processed_records(mode: Mode) {
+    let mut own = Arc::try_unwrap(Recorder::batched("own-dedup", 20, false)).unwrap_or_else(|_| unreachable!());
+    own.idempotent = true;
+    let own = Arc::new(own);
+    let plain = Recorder::batched("plain", 20, false);
+    let Some(h) = start(mode, vec![own.clone(), plain.clone()]).await else {
+        return;
+    };
+    let ids = emit(&h.db, "ItemUpdated", 10).await;
+    eventually("delivered", async || own.seen().len() == 10 && plain.seen().len() == 10).await;
+    let records = async |consumer: &str| -> i64 {
+        sqlx::query("SELECT COUNT(*) FROM consumer_processed WHERE consumer = $1")
+            .bind(consumer)
+            .fetch_one(h.db.reader())
+            .await
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(records("own-dedup").await, 0);
+    assert_eq!(records("plain").await, 10);
+    deliver_everything_again(&h, "own-dedup").await;
+    let more = emit(&h.db, "ItemUpdated", 1).await;
+    eventually("the redeliveries reach the handler", async || own.seen().len() == 21).await;
+    let mut seen = own.seen();
+    seen.sort();
+    seen.dedup();
+    let mut expected = [ids, more].concat();
+    expected.sort();
+    assert_eq!(seen, expected, "the same events, twice");
+    assert_eq!(records("own-dedup").await, 0);
+    h.stop().await;
+}
+/// While a consumer falls behind, API writes wait for it: the number of
+/// committed but unhandled events stays near `events.max_backlog` however
+/// fast a client writes, and every write still succeeds.
+async fn writes_wait_for_consumers_that_fall_behind(mode: Mode) {
+    let slow = Recorder::new("slow", &[], false);
+    slow.delay_ms.store(15, Ordering::SeqCst);
+    let Some(h) = start_with(mode, vec![slow.clone()], |s| {
+        s.events.max_backlog = 5;
+        s.events.write_wait_ms = 30_000;
+        s.events.max_ack_pending = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, url) = (h.server.client.clone(), h.server.url("/api/v1/fixture/events"));
+            tokio::spawn(async move {
+                for _ in 0..15 {
+                    let status = client.post(&url).send().await.unwrap().status();
+                    assert_eq!(status, 201);
+                }
+            })
+        })
+        .collect();
+    let mut most_behind = 0i64;
+    while !writers.iter().all(|w| w.is_finished()) {
+        let committed: i64 = sqlx::query("SELECT COUNT(*) FROM outbox")
+            .fetch_one(h.db.reader())
+            .await
+            .unwrap()
+            .get(0);
+        most_behind = most_behind.max(committed - slow.seen().len() as i64);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    eventually("all handled", async || slow.seen().len() == 60).await;
+    // The limit, plus what one step of the consumer reads before it reports
+    // again (nats: the messages the client already fetched, which the
+    // broker no longer counts as pending), plus the four writers admitted
+    // at once.
+    let in_hand = if mode == Mode::NatsPostgres { 4 + 4 } else { 4 };
+    let bound = 5 + in_hand + 4 + 1;
+    assert!(
+        most_behind <= bound,
+        "{most_behind} events were waiting for the consumer (bound {bound})"
+    );
+    h.stop().await;
+}
+all_modes!(write_backpressure, writes_wait_for_consumers_that_fall_behind);
+
+/// A write held longer than `events.write_wait_ms` is refused with 503 and
+/// a `Retry-After`, in the error shape; reads are not held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_held_too_long_is_refused_with_retry_after() {
+    let slow = Recorder::new("very-slow", &[], false);
+    slow.delay_ms.store(400, Ordering::SeqCst);
+    let Some(h) = start_with(Mode::EmbeddedSqlite, vec![slow.clone()], |s| {
+        s.events.max_backlog = 1;
+        s.events.write_wait_ms = 100;
+    })
+    .await
+    else {
+        return;
+    };
+    emit(&h.db, "ItemCreated", 5).await;
+    let url = h.server.url("/api/v1/fixture/events");
+    let mut refused = None;
+    for _ in 0..20 {
+        let response = h.server.client.post(&url).send().await.unwrap();
+        if response.status() == 503 {
+            refused = Some(response);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let response = refused.expect("a write was refused while the consumer was 4+ events behind");
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable");
+    assert!(body["message"].as_str().unwrap().contains("behind"), "{body}");
+    let read = h.server.client.get(&url).send().await.unwrap();
+    assert_eq!(read.status(), 200, "reads are not held");
+    eventually("the consumer caught up", async || slow.seen().len() >= 5).await;
+    h.stop().await;
+}
+
+all_modes!(
+    self_deduplicating_consumers,
+    self_deduplicating_consumers_keep_no_processed_records
+);
 
 #[tokio::test]
 async fn a_process_without_workers_runs_no_consumers() {

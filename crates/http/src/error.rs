@@ -68,6 +68,9 @@ pub enum ApiError {
     /// 503 `unavailable`.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 `unavailable` for a while, with `Retry-After` in seconds.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after_secs: u64 },
 }
 
 /// One row of the error table: status and code of a variant.
@@ -114,7 +117,7 @@ impl ApiError {
             ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         ErrorKind { status, code }
     }
@@ -129,7 +132,7 @@ impl ApiError {
             ApiError::Conflict { details: d, .. } | ApiError::PreconditionFailed { details: d, .. } => {
                 details = d.clone();
             }
-            ApiError::RateLimited { retry_after_secs } => {
+            ApiError::RateLimited { retry_after_secs } | ApiError::Overloaded { retry_after_secs, .. } => {
                 details.insert("retry_after_secs".into(), Value::from(*retry_after_secs));
             }
             _ => {}
@@ -152,7 +155,7 @@ impl IntoResponse for ApiError {
         }
         let body = self.body();
         let mut response = (kind.status, axum::Json(body)).into_response();
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        if let ApiError::RateLimited { retry_after_secs } | ApiError::Overloaded { retry_after_secs, .. } = self {
             if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
                 response.headers_mut().insert(header::RETRY_AFTER, v);
             }

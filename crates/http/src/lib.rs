@@ -5,6 +5,7 @@
 //! This crate knows nothing about modules, items or the database; business
 //! modules hand it routers and it hands back one application.
 
+pub mod admission;
 pub mod context;
 pub mod cursor;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod extract;
 pub mod middleware;
 pub mod router;
 
+pub use admission::WriteGate;
 pub use context::{ClientIp, RequestContext};
 pub use cursor::{page_limit, CursorCodec};
 pub use error::{ApiError, ErrorBody};

@@ -1,6 +1,7 @@
 //! Assembles module routers, the operations endpoints and the middleware
 //! stack into one axum `Router`, and module OpenAPI fragments into one document.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
@@ -13,6 +14,7 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::admission::WriteGate;
 use crate::error::ApiError;
 use crate::middleware::{self, IpRateLimit};
 
@@ -48,6 +50,7 @@ pub struct AppRouterBuilder {
     api: OpenApiRouter,
     root: Router,
     doc: OpenApi,
+    write_gate: Option<Arc<WriteGate>>,
 }
 
 impl AppRouterBuilder {
@@ -73,6 +76,7 @@ impl AppRouterBuilder {
             api: OpenApiRouter::new(),
             root: Router::new(),
             doc,
+            write_gate: None,
         }
     }
 
@@ -88,6 +92,12 @@ impl AppRouterBuilder {
         self
     }
 
+    /// Hold API writes at `gate` (see [`crate::admission`]).
+    pub fn write_gate(mut self, gate: Arc<WriteGate>) -> Self {
+        self.write_gate = Some(gate);
+        self
+    }
+
     /// Routes served at the root (operations endpoints, the UI).
     pub fn root(mut self, routes: Router) -> Self {
         self.root = self.root.merge(routes);
@@ -96,7 +106,10 @@ impl AppRouterBuilder {
 
     /// The OpenAPI document as it will be served.
     pub fn build(self, settings: &HttpSettings) -> (Router, OpenApi) {
-        let (api_router, api_doc) = OpenApiRouter::new().nest(API_PREFIX, self.api).split_for_parts();
+        let (mut api_router, api_doc) = OpenApiRouter::new().nest(API_PREFIX, self.api).split_for_parts();
+        if let Some(gate) = self.write_gate {
+            api_router = api_router.layer(from_fn_with_state(gate, crate::admission::admit_writes));
+        }
         let mut doc = self.doc;
         doc.merge(api_doc);
         let router = self

@@ -80,7 +80,9 @@ impl Atlas {
     /// mounted when the role serves the API; operations endpoints always are.
     pub fn router(&self) -> (Router, utoipa::openapi::OpenApi) {
         let settings = self.ctx.settings();
-        let mut builder = AppRouterBuilder::new("Atlas", env!("CARGO_PKG_VERSION")).root(ops::router(&self.ctx));
+        let mut builder = AppRouterBuilder::new("Atlas", env!("CARGO_PKG_VERSION"))
+            .root(ops::router(&self.ctx))
+            .write_gate(self.ctx.write_gate().clone());
         for module in self.registry.modules() {
             if let Some(extra) = module.openapi() {
                 builder = builder.openapi(extra);

@@ -31,10 +31,15 @@ struct Inner {
     services: RwLock<HashMap<TypeId, Box<dyn Any + Send + Sync>>>,
     checks: RwLock<Vec<Arc<dyn ReadinessCheck>>>,
     shutdown: CancellationToken,
+    write_gate: Arc<atlas_http::WriteGate>,
 }
 
 impl AppContext {
     pub fn new(settings: Settings, db: Database, server_secret: Vec<u8>) -> Self {
+        let write_gate = Arc::new(atlas_http::WriteGate::new(
+            settings.events.max_backlog,
+            std::time::Duration::from_millis(settings.events.write_wait_ms),
+        ));
         AppContext {
             inner: Arc::new(Inner {
                 settings,
@@ -43,6 +48,7 @@ impl AppContext {
                 services: RwLock::new(HashMap::new()),
                 checks: RwLock::new(Vec::new()),
                 shutdown: CancellationToken::new(),
+                write_gate,
             }),
         }
     }
@@ -59,6 +65,12 @@ impl AppContext {
     /// one is configured, else a key generated into the data directory.
     pub fn server_secret(&self) -> &[u8] {
         &self.inner.server_secret
+    }
+
+    /// Admission control for API writes: background work reports its
+    /// backlog here, and writes wait while it is too large.
+    pub fn write_gate(&self) -> &Arc<atlas_http::WriteGate> {
+        &self.inner.write_gate
     }
 
     /// Cancelled when the application begins shutting down; background work

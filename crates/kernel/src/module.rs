@@ -78,6 +78,15 @@ pub trait Consumer: Send + Sync + 'static {
         1
     }
 
+    /// Whether the handler itself makes a second delivery of the same
+    /// `event_id` a no-op (say, a unique key on it in the rows it writes).
+    /// The runtime then keeps no processed records for this consumer and
+    /// leaves duplicates to the handler, saving a lookup and an insert per
+    /// event. The default, `false`, lets the runtime skip redeliveries.
+    fn idempotent(&self) -> bool {
+        false
+    }
+
     /// Handle several events, in log order, as one unit: all take effect or
     /// none. An error makes the runtime hand the same events to `handle`
     /// one at a time (with retries and dead letters as usual). The default

@@ -156,6 +156,13 @@ pub struct EventsSettings {
     pub backoff_max_ms: u64,
     /// How long per-consumer "already processed" records are kept.
     pub processed_retention_hours: u64,
+    /// Admission control: while a consumer (or the relay) running in this
+    /// process is more than this many events behind, API writes wait for it
+    /// to catch up (0: never hold writes).
+    pub max_backlog: u64,
+    /// How long a held write waits before it is refused with 503 and a
+    /// `Retry-After`.
+    pub write_wait_ms: u64,
     /// The JetStream connection, streams and relay (used when `broker = "nats"`).
     pub nats: NatsSettings,
 }
@@ -232,6 +239,8 @@ impl Default for EventsSettings {
             backoff_initial_ms: 200,
             backoff_max_ms: 30_000,
             processed_retention_hours: 168,
+            max_backlog: 5_000,
+            write_wait_ms: 5_000,
             nats: NatsSettings::default(),
         }
     }

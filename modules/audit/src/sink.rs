@@ -105,6 +105,11 @@ impl Consumer for AuditSink {
         &[]
     }
 
+    /// `audit_events.event_id` is unique and every append checks it first.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
         let envelope: Envelope = serde_json::from_value(envelope.clone()).map_err(AuditError::from)?;
         self.record(&envelope).await?;

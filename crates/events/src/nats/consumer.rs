@@ -36,12 +36,18 @@ pub struct NatsConsumer {
 }
 
 impl NatsConsumer {
-    pub fn new(db: Database, log: NatsLog, settings: EventsSettings, consumer: Arc<dyn Consumer>) -> Self {
+    pub fn new(
+        db: Database,
+        log: NatsLog,
+        settings: EventsSettings,
+        consumer: Arc<dyn Consumer>,
+        gate: Arc<atlas_http::WriteGate>,
+    ) -> Self {
         let event_types = consumer.event_types().to_vec();
         NatsConsumer {
             log,
             settings,
-            handling: Handling::new(db, consumer),
+            handling: Handling::new(db, consumer, gate),
             event_types,
         }
     }
@@ -133,12 +139,16 @@ impl NatsConsumer {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = lag_report.tick() => {
                     if let Ok(info) = consumer.get_info().await {
-                        metrics::gauge!("atlas_events_consumer_lag_events", "consumer" => name.to_string())
-                            .set((info.num_pending + info.num_ack_pending as u64) as f64);
+                        self.handling.report_lag(info.num_pending + info.num_ack_pending as u64);
                     }
                 }
                 next = messages.next() => match next {
                     Some(Ok(message)) => {
+                        // Events behind this one: what the broker still
+                        // holds for this consumer, as of this delivery.
+                        if let Ok(info) = message.info() {
+                            self.handling.report_lag(info.pending + 1);
+                        }
                         let size = self.handling.batch_size();
                         if size == 1 {
                             self.handle(message, shutdown).await?;

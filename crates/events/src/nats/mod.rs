@@ -148,14 +148,15 @@ impl NatsLog {
         db: Database,
         events: EventsSettings,
         consumers: Vec<Arc<dyn Consumer>>,
+        gate: Arc<atlas_http::WriteGate>,
         shutdown: CancellationToken,
     ) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
-        let relay = relay::Relay::new(db.clone(), self.clone(), events.poll_interval_ms);
+        let relay = relay::Relay::new(db.clone(), self.clone(), events.poll_interval_ms).with_gate(gate.clone());
         let token = shutdown.clone();
         tasks.push(tokio::spawn(async move { relay.run(token).await }));
         for consumer in consumers {
-            let task = consumer::NatsConsumer::new(db.clone(), self.clone(), events.clone(), consumer);
+            let task = consumer::NatsConsumer::new(db.clone(), self.clone(), events.clone(), consumer, gate.clone());
             let token = shutdown.clone();
             tasks.push(tokio::spawn(async move { task.run(token).await }));
         }

@@ -25,6 +25,9 @@ use crate::Envelope;
 /// The single lease row's name.
 const LEASE: &str = "outbox-relay";
 
+/// The relay's name at the write gate.
+const GATE_SOURCE: &str = "outbox-relay";
+
 pub struct Relay {
     db: Database,
     log: NatsLog,
@@ -37,6 +40,7 @@ pub struct Relay {
     /// long ago (PostgreSQL keeps them until vacuum).
     floor: std::sync::atomic::AtomicI64,
     backlog_reported: std::sync::Mutex<Option<Instant>>,
+    gate: Option<std::sync::Arc<atlas_http::WriteGate>>,
 }
 
 impl Relay {
@@ -49,6 +53,20 @@ impl Relay {
             lease_until: None,
             floor: std::sync::atomic::AtomicI64::new(0),
             backlog_reported: std::sync::Mutex::new(None),
+            gate: None,
+        }
+    }
+
+    /// Report the unpublished backlog to `gate` (writes wait while it is
+    /// too large).
+    pub fn with_gate(mut self, gate: std::sync::Arc<atlas_http::WriteGate>) -> Relay {
+        self.gate = Some(gate);
+        self
+    }
+
+    fn withdraw_backlog(&self) {
+        if let Some(gate) = &self.gate {
+            gate.withdraw(GATE_SOURCE);
         }
     }
 
@@ -57,11 +75,17 @@ impl Relay {
         let lease = Duration::from_secs(self.log.settings().relay_lease_secs);
         loop {
             let wait = match self.ensure_lease(lease).await {
-                Ok(false) => lease / 3,
+                Ok(false) => {
+                    self.withdraw_backlog();
+                    lease / 3
+                }
                 Ok(true) => match self.round().await {
                     Ok(n) if n >= self.log.settings().relay_batch as usize => Duration::ZERO,
                     Ok(_) => self.idle,
                     Err(e) => {
+                        // The outbox keeps what the broker cannot take yet;
+                        // an outage is not load, so writes are not held.
+                        self.withdraw_backlog();
                         tracing::warn!(error = %e, "outbox relay round failed; retrying");
                         self.idle.max(Duration::from_millis(500))
                     }
@@ -81,6 +105,7 @@ impl Relay {
                 }
             }
         }
+        self.withdraw_backlog();
         if self.lease_until.is_some() {
             let released = sqlx::query("DELETE FROM relay_lease WHERE name = $1 AND holder = $2")
                 .bind(LEASE)
@@ -130,6 +155,9 @@ impl Relay {
     }
 
     /// Publish one batch; returns how many rows it read.
+    ///
+    /// Only the lease holder publishes, so only its process holds writes for
+    /// the unpublished backlog.
     async fn round(&self) -> Result<usize, NatsError> {
         let settings = self.log.settings();
         let floor = self.floor.load(std::sync::atomic::Ordering::Relaxed);
@@ -142,6 +170,9 @@ impl Relay {
         .await?;
         if rows.is_empty() {
             metrics::gauge!("atlas_events_outbox_backlog").set(0.0);
+            if let Some(gate) = &self.gate {
+                gate.report(GATE_SOURCE, 0);
+            }
             return Ok(0);
         }
         let mut pending = Vec::with_capacity(rows.len());
@@ -196,6 +227,15 @@ impl Relay {
             next_floor = sequence + 1;
         }
         self.floor.store(next_floor, std::sync::atomic::Ordering::Relaxed);
+        if let Some(gate) = &self.gate {
+            // Rows from the floor to the newest: an upper bound of what is
+            // unpublished (sequence gaps count too), read off the index.
+            let newest: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
+                .fetch_one(self.db.reader())
+                .await?
+                .try_get(0)?;
+            gate.report(GATE_SOURCE, (newest.unwrap_or(0) - next_floor + 1).max(0) as u64);
+        }
         metrics::counter!("atlas_events_relay_published_total").increment(acked.len() as u64);
         self.report_backlog().await?;
         match failure {

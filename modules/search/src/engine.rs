@@ -208,6 +208,8 @@ fn highlight(
     analyzer: &mut tantivy::tokenizer::TextAnalyzer,
     whole: bool,
 ) -> Option<String> {
+    // Short text is shown whole rather than as a fragment.
+    let whole = whole || text.len() <= BODY_SNIPPET_CHARS;
     let snippet = generator.snippet(text);
     let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
     let (fragment, offset) = if snippet.highlighted().is_empty() {

@@ -13,7 +13,7 @@ use atlas_identity as _;
 use atlas_items as _;
 #[cfg(feature = "jobs")]
 use atlas_jobs as _;
-#[cfg(feature = "search")]
-use atlas_search as _;
 #[cfg(feature = "realtime")]
 use atlas_realtime as _;
+#[cfg(feature = "search")]
+use atlas_search as _;

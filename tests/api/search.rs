@@ -35,7 +35,11 @@ async fn wait_search(app: &App, user: &User, query: &str, done: impl Fn(&Value) 
         if done(&r.body) {
             return r.body;
         }
-        assert!(Instant::now() < deadline, "search `{query}` never reached the expected state: {}", r.body);
+        assert!(
+            Instant::now() < deadline,
+            "search `{query}` never reached the expected state: {}",
+            r.body
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -73,8 +77,20 @@ async fn permissions(backend: TestBackend) {
     let shared = app.collection(&bob, "Shared").await;
     let secret = app.collection(&bob, "Bob's secrets").await;
     app.add_member(&bob, &shared, &alice, "viewer").await;
-    add(&app, &alice, &mine, json!({"title": "zebra notes", "tags": ["animals"]})).await;
-    add(&app, &bob, &shared, json!({"title": "zebra crossing", "body": "a shared zebra", "tags": ["animals"]})).await;
+    add(
+        &app,
+        &alice,
+        &mine,
+        json!({"title": "zebra notes", "tags": ["animals"]}),
+    )
+    .await;
+    add(
+        &app,
+        &bob,
+        &shared,
+        json!({"title": "zebra crossing", "body": "a shared zebra", "tags": ["animals"]}),
+    )
+    .await;
     let hidden = add(
         &app,
         &bob,
@@ -93,23 +109,38 @@ async fn permissions(backend: TestBackend) {
         for hit in page["items"].as_array().unwrap() {
             assert_ne!(hit["item"]["collection_id"], secret, "{query} leaked {hit}");
             let highlights = hit["highlights"].to_string();
-            assert!(!highlights.contains("secret") && !highlights.contains("password"), "{query}: {hit}");
+            assert!(
+                !highlights.contains("secret") && !highlights.contains("password"),
+                "{query}: {hit}"
+            );
         }
     }
     let page = search(&app, &alice, "q=zebra").await;
     let mut got = titles(&page);
     got.sort();
     assert_eq!(got, ["zebra crossing", "zebra notes"]);
-    assert_eq!(page["total_estimate"], 2, "the estimate counts only the caller's collections");
-    assert!(search(&app, &alice, "q=password").await["items"].as_array().unwrap().is_empty());
+    assert_eq!(
+        page["total_estimate"], 2,
+        "the estimate counts only the caller's collections"
+    );
+    assert!(search(&app, &alice, "q=password").await["items"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 
     // Naming the secret collection: 404, as for any collection one is not in.
     let r = app
-        .get(&format!("/api/v1/search/items?q=zebra&collection_id={secret}"), &alice.token)
+        .get(
+            &format!("/api/v1/search/items?q=zebra&collection_id={secret}"),
+            &alice.token,
+        )
         .await;
     r.error(404, "not_found");
     let r = app
-        .get(&format!("/api/v1/search/items?q=zebra&collection_id={shared}"), &alice.token)
+        .get(
+            &format!("/api/v1/search/items?q=zebra&collection_id={shared}"),
+            &alice.token,
+        )
         .await;
     assert_eq!(titles(&r.body), ["zebra crossing"]);
 
@@ -122,7 +153,10 @@ async fn permissions(backend: TestBackend) {
 
     // Removed from the shared collection, Alice no longer finds its items.
     let r = app
-        .delete(&format!("/api/v1/collections/{shared}/members/{}", alice.id), &bob.token)
+        .delete(
+            &format!("/api/v1/collections/{shared}/members/{}", alice.id),
+            &bob.token,
+        )
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(titles(&search(&app, &alice, "q=zebra").await), ["zebra notes"]);
@@ -140,11 +174,41 @@ async fn relevance(backend: TestBackend) {
     let Some(app) = spawn_atlas(backend).await else { return };
     let u = app.register("rel@s.org").await;
     let c = app.collection(&u, "Library").await;
-    let body_only = add(&app, &u, &c, json!({"title": "Cooking at home", "body": "tips about kubernetes clusters"})).await;
-    add(&app, &u, &c, json!({"title": "Kubernetes in practice", "body": "running containers", "tags": ["ops", "k8s"]})).await;
-    add(&app, &u, &c, json!({"title": "Async Rust book", "body": "futures and executors explained", "tags": ["rust"]})).await;
-    add(&app, &u, &c, json!({"title": "Book review", "body": "a rust novel about async people", "tags": ["rust", "fiction"]})).await;
-    let last = add(&app, &u, &c, json!({"title": "Programming databases", "body": "indexes, queries and transactions", "tags": ["ops"]})).await;
+    let body_only = add(
+        &app,
+        &u,
+        &c,
+        json!({"title": "Cooking at home", "body": "tips about kubernetes clusters"}),
+    )
+    .await;
+    add(
+        &app,
+        &u,
+        &c,
+        json!({"title": "Kubernetes in practice", "body": "running containers", "tags": ["ops", "k8s"]}),
+    )
+    .await;
+    add(
+        &app,
+        &u,
+        &c,
+        json!({"title": "Async Rust book", "body": "futures and executors explained", "tags": ["rust"]}),
+    )
+    .await;
+    add(
+        &app,
+        &u,
+        &c,
+        json!({"title": "Book review", "body": "a rust novel about async people", "tags": ["rust", "fiction"]}),
+    )
+    .await;
+    let last = add(
+        &app,
+        &u,
+        &c,
+        json!({"title": "Programming databases", "body": "indexes, queries and transactions", "tags": ["ops"]}),
+    )
+    .await;
     wait_indexed(&app, &u, &body_only).await;
     wait_indexed(&app, &u, &last).await;
 
@@ -156,20 +220,38 @@ async fn relevance(backend: TestBackend) {
     // Words match anywhere; a phrase only in that order.
     let words = titles(&search(&app, &u, &format!("q={}", enc("rust async "))).await);
     assert_eq!(words.len(), 2, "{words:?}");
-    assert_eq!(titles(&search(&app, &u, &format!("q={}", enc("\"async rust\""))).await), ["Async Rust book"]);
+    assert_eq!(
+        titles(&search(&app, &u, &format!("q={}", enc("\"async rust\""))).await),
+        ["Async Rust book"]
+    );
     // Exclusion.
-    assert_eq!(titles(&search(&app, &u, &format!("q={}", enc("rust -novel"))).await), ["Async Rust book"]);
+    assert_eq!(
+        titles(&search(&app, &u, &format!("q={}", enc("rust -novel"))).await),
+        ["Async Rust book"]
+    );
     // Stemming: "queries" finds "query".
     assert_eq!(titles(&search(&app, &u, "q=query").await), ["Programming databases"]);
     // The last word is a prefix; with a trailing space it is not.
     let prefix = search(&app, &u, "q=kubern").await;
     assert_eq!(titles(&prefix)[0], "Kubernetes in practice");
-    assert_eq!(prefix["items"][0]["highlights"]["title"], "<mark>Kubernetes</mark> in practice");
+    assert_eq!(
+        prefix["items"][0]["highlights"]["title"],
+        "<mark>Kubernetes</mark> in practice"
+    );
     assert!(titles(&search(&app, &u, &format!("q={}", enc("kubern "))).await).is_empty());
-    assert_eq!(titles(&search(&app, &u, "q=programmi").await), ["Programming databases"]);
+    assert_eq!(
+        titles(&search(&app, &u, "q=programmi").await),
+        ["Programming databases"]
+    );
     // One typo in a 6+ letter word still finds it.
-    assert_eq!(titles(&search(&app, &u, &format!("q={}", enc("databsaes "))).await), ["Programming databases"]);
-    assert_eq!(titles(&search(&app, &u, &format!("q={}", enc("kubernetis "))).await)[0], "Kubernetes in practice");
+    assert_eq!(
+        titles(&search(&app, &u, &format!("q={}", enc("databsaes "))).await),
+        ["Programming databases"]
+    );
+    assert_eq!(
+        titles(&search(&app, &u, &format!("q={}", enc("kubernetis "))).await)[0],
+        "Kubernetes in practice"
+    );
     // Tags: all of them.
     let mut tagged = titles(&search(&app, &u, "tags=rust").await);
     tagged.sort();
@@ -191,15 +273,23 @@ async fn relevance(backend: TestBackend) {
     let oldest = titles(&search(&app, &u, "sort=created_at&order=asc").await);
     assert_eq!(oldest, newest.iter().rev().cloned().collect::<Vec<_>>());
     let r = app
-        .patch(&format!("/api/v1/items/{body_only}"), &u.token, json!({"body": "now about gardening"}))
+        .patch(
+            &format!("/api/v1/items/{body_only}"),
+            &u.token,
+            json!({"body": "now about gardening"}),
+        )
         .await;
     assert_eq!(r.status, 200);
     wait_indexed(&app, &u, &body_only).await;
     assert_eq!(titles(&search(&app, &u, "sort=updated_at").await)[0], "Cooking at home");
 
     // Bad input.
-    app.get("/api/v1/search/items?limit=0", &u.token).await.error(422, "validation_failed");
-    app.get("/api/v1/search/items?cursor=abc.def", &u.token).await.error(400, "bad_request");
+    app.get("/api/v1/search/items?limit=0", &u.token)
+        .await
+        .error(422, "validation_failed");
+    app.get("/api/v1/search/items?cursor=abc.def", &u.token)
+        .await
+        .error(400, "bad_request");
     app.get(&format!("/api/v1/search/items?q={}", "x".repeat(1001)), &u.token)
         .await
         .error(400, "bad_request");
@@ -214,7 +304,15 @@ async fn pages_updates_and_deletes(backend: TestBackend) {
     let c = app.collection(&u, "Many").await;
     let mut ids = Vec::new();
     for i in 0..23 {
-        ids.push(add(&app, &u, &c, json!({"title": format!("walrus {i}"), "body": "walrus facts"})).await);
+        ids.push(
+            add(
+                &app,
+                &u,
+                &c,
+                json!({"title": format!("walrus {i}"), "body": "walrus facts"}),
+            )
+            .await,
+        );
     }
     for id in &ids {
         wait_indexed(&app, &u, id).await;
@@ -231,7 +329,10 @@ async fn pages_updates_and_deletes(backend: TestBackend) {
             let page = search(&app, &u, &q).await;
             assert_eq!(page["total_estimate"], 23);
             for hit in page["items"].as_array().unwrap() {
-                assert!(seen.insert(hit["item"]["id"].as_str().unwrap().to_string()), "duplicate in {sort}");
+                assert!(
+                    seen.insert(hit["item"]["id"].as_str().unwrap().to_string()),
+                    "duplicate in {sort}"
+                );
             }
             pages += 1;
             match page["next_cursor"].as_str() {
@@ -244,24 +345,38 @@ async fn pages_updates_and_deletes(backend: TestBackend) {
     // A cursor is bound to its search and cannot be edited.
     let first = search(&app, &u, "q=walrus&limit=5").await;
     let cursor = first["next_cursor"].as_str().unwrap();
-    app.get(&format!("/api/v1/search/items?q=other&limit=5&cursor={cursor}"), &u.token)
-        .await
-        .error(400, "bad_request");
+    app.get(
+        &format!("/api/v1/search/items?q=other&limit=5&cursor={cursor}"),
+        &u.token,
+    )
+    .await
+    .error(400, "bad_request");
     let mut tampered = cursor.to_string();
     tampered.replace_range(0..1, if tampered.starts_with('e') { "f" } else { "e" });
-    app.get(&format!("/api/v1/search/items?q=walrus&limit=5&cursor={tampered}"), &u.token)
-        .await
-        .error(400, "bad_request");
+    app.get(
+        &format!("/api/v1/search/items?q=walrus&limit=5&cursor={tampered}"),
+        &u.token,
+    )
+    .await
+    .error(400, "bad_request");
 
     // An update is reflected, a delete removes the item.
     let r = app
-        .patch(&format!("/api/v1/items/{}", ids[0]), &u.token, json!({"title": "narwhal 0"}))
+        .patch(
+            &format!("/api/v1/items/{}", ids[0]),
+            &u.token,
+            json!({"title": "narwhal 0"}),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["index_status"], "pending");
     wait_indexed(&app, &u, &ids[0]).await;
     assert_eq!(titles(&search(&app, &u, "q=narwhal").await), ["narwhal 0"]);
-    assert_eq!(search(&app, &u, "q=walrus&limit=50").await["total_estimate"], 23, "body still says walrus");
+    assert_eq!(
+        search(&app, &u, "q=walrus&limit=50").await["total_estimate"],
+        23,
+        "body still says walrus"
+    );
     let r = app.delete(&format!("/api/v1/items/{}", ids[1]), &u.token).await;
     assert_eq!(r.status, 204);
     wait_search(&app, &u, "q=walrus&limit=50", |p| p["total_estimate"] == 22).await;
@@ -281,7 +396,16 @@ both_backends!(search_pages_updates_and_deletes, pages_updates_and_deletes);
 /// Every search's result, for comparing two indexes of the same data.
 async fn snapshot(app: &App, u: &User) -> Vec<Value> {
     let mut out = Vec::new();
-    for q in ["q=alpha", "q=beta", "q=gamm", "q=%22alpha+beta%22", "q=alpha+-gamma", "tags=t1", "sort=title", "q=alphx+"] {
+    for q in [
+        "q=alpha",
+        "q=beta",
+        "q=gamm",
+        "q=%22alpha+beta%22",
+        "q=alpha+-gamma",
+        "tags=t1",
+        "sort=title",
+        "q=alphx+",
+    ] {
         let page = search(app, u, q).await;
         let rows: Vec<Value> = page["items"]
             .as_array()
@@ -303,11 +427,21 @@ async fn rebuild_matches_incremental(backend: TestBackend) {
     for i in 0..12 {
         let title = format!("{} {}", words[i % 4], words[(i + 1) % 4]);
         let body = format!("{} and {} item {i}", words[(i + 2) % 4], words[i % 4]);
-        last = add(&app, &u, &c, json!({"title": title, "body": body, "tags": [format!("t{}", i % 3)]})).await;
+        last = add(
+            &app,
+            &u,
+            &c,
+            json!({"title": title, "body": body, "tags": [format!("t{}", i % 3)]}),
+        )
+        .await;
     }
     wait_indexed(&app, &u, &last).await;
     let r = app
-        .patch(&format!("/api/v1/items/{last}"), &u.token, json!({"title": "alpha omega"}))
+        .patch(
+            &format!("/api/v1/items/{last}"),
+            &u.token,
+            json!({"title": "alpha omega"}),
+        )
         .await;
     assert_eq!(r.status, 200);
     wait_indexed(&app, &u, &last).await;

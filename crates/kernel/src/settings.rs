@@ -694,7 +694,10 @@ impl Settings {
         }
         if let Some(name) = &q.node_name {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                return Err(ConfigError::invalid("search.node_name", "letters, digits, `_` or `-` only"));
+                return Err(ConfigError::invalid(
+                    "search.node_name",
+                    "letters, digits, `_` or `-` only",
+                ));
             }
         }
         let j = &self.jobs;

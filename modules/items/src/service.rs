@@ -73,11 +73,13 @@ impl ItemService {
                 .await
             }
             None => {
-                sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"))
-                    .bind(after_id)
-                    .bind(limit)
-                    .fetch_all(self.db.reader())
-                    .await
+                sqlx::query(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(self.db.reader())
+                .await
             }
         }
         .map_err(ApiError::internal)?;

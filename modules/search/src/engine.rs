@@ -95,10 +95,7 @@ pub fn search(generation: &Generation, req: &SearchRequest, fuzzy_below: usize) 
     let first = req.typos.unwrap_or(Typos::Exact);
     let query = builder.build(&req.query, &req.filters, first);
     let page = run(&searcher, &*query, req, first)?;
-    let retry = req.typos.is_none()
-        && fuzzy_below > 0
-        && page.total < fuzzy_below
-        && req.query.has_positive();
+    let retry = req.typos.is_none() && fuzzy_below > 0 && page.total < fuzzy_below && req.query.has_positive();
     if retry {
         let query = builder.build(&req.query, &req.filters, Typos::Tolerated);
         let fuzzy = run(&searcher, &*query, req, Typos::Tolerated)?;
@@ -124,11 +121,16 @@ fn run(searcher: &Searcher, query: &dyn Query, req: &SearchRequest, typos: Typos
     let score = || (SortBySimilarityScore, Order::Desc);
     let (hits, total): (Vec<Hit>, usize) = match req.sort {
         SortBy::Relevance => {
-            let (docs, total) = searcher.search(query, &(top.order_by(((SortBySimilarityScore, order), id())), Count))?;
+            let (docs, total) =
+                searcher.search(query, &(top.order_by(((SortBySimilarityScore, order), id())), Count))?;
             (docs.into_iter().map(|((s, id), _)| hit(id, s)).collect(), total)
         }
         SortBy::CreatedAt | SortBy::UpdatedAt => {
-            let field = if req.sort == SortBy::CreatedAt { "created_at" } else { "updated_at" };
+            let field = if req.sort == SortBy::CreatedAt {
+                "created_at"
+            } else {
+                "updated_at"
+            };
             let key = (SortByStaticFastValue::<i64>::for_field(field), order);
             let (docs, total) = searcher.search(query, &(top.order_by((key, score(), id())), Count))?;
             (docs.into_iter().map(|((_, s, id), _)| hit(id, s)).collect(), total)
@@ -195,7 +197,13 @@ impl Highlighter {
         while !text.is_char_boundary(end) {
             end -= 1;
         }
-        highlight(&self.body, &text[..end], self.prefix.as_deref(), &mut self.analyzer, false)
+        highlight(
+            &self.body,
+            &text[..end],
+            self.prefix.as_deref(),
+            &mut self.analyzer,
+            false,
+        )
     }
 }
 

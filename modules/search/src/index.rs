@@ -167,7 +167,9 @@ impl IndexDir {
     /// Remove generations other than the live one and `keep`.
     pub fn remove_stale(&self, keep: &str) {
         let current = self.current_name().ok().flatten();
-        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if !name.starts_with("g-") || Some(&name) == current.as_ref() || name == keep {

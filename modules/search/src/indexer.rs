@@ -186,7 +186,9 @@ impl Indexer {
                 if self.collection_requests(&generation, &mut writer, &payload).await? {
                     self.report(&generation, &payload);
                 }
-                self.state.lag.store(feed.lag(&self.db, payload.position).await, Ordering::Relaxed);
+                self.state
+                    .lag
+                    .store(feed.lag(&self.db, payload.position).await, Ordering::Relaxed);
                 metrics::gauge!("atlas_search_index_lag_changes").set(self.state.lag.load(Ordering::Relaxed) as f64);
             }
         }
@@ -234,7 +236,11 @@ impl Indexer {
             }
         }
         let ids: Vec<String> = touched.into_iter().collect();
-        let items = self.items.get_many(&ids).await.map_err(|e| SearchError::Load(e.to_string()))?;
+        let items = self
+            .items
+            .get_many(&ids)
+            .await
+            .map_err(|e| SearchError::Load(e.to_string()))?;
         let found: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
         for item in &items {
             index::upsert(writer, fields, item)?;
@@ -261,7 +267,11 @@ impl Indexer {
         }
         tracing::info!("search: building the index from the database");
         let report = rebuild(&self.dir, &self.items, &self.db, &self.source, &self.settings).await?;
-        tracing::info!(documents = report.documents, secs = report.seconds, "search: index built");
+        tracing::info!(
+            documents = report.documents,
+            secs = report.seconds,
+            "search: index built"
+        );
         self.dir.open(&report.generation)
     }
 
@@ -350,8 +360,9 @@ pub async fn rebuild(
     let started = Instant::now();
     let position = source.head(db).await?;
     let generation = dir.create()?;
-    let mut writer: IndexWriter<TantivyDocument> =
-        generation.index.writer(settings.writer_memory_mb as usize * 1024 * 1024)?;
+    let mut writer: IndexWriter<TantivyDocument> = generation
+        .index
+        .writer(settings.writer_memory_mb as usize * 1024 * 1024)?;
     let mut after = String::new();
     let mut documents = 0u64;
     loop {
@@ -529,15 +540,15 @@ impl Feed {
     /// Item changes in the log after `position`.
     async fn lag(&mut self, db: &Database, position: u64) -> u64 {
         match self {
-            Feed::Outbox { .. } => sqlx::query(
-                "SELECT COUNT(*) FROM outbox WHERE sequence > $1 AND entity_type = 'item'",
-            )
-            .bind(position as i64)
-            .fetch_one(db.reader())
-            .await
-            .and_then(|r| r.try_get::<i64, _>(0))
-            .map(|n| n.max(0) as u64)
-            .unwrap_or(0),
+            Feed::Outbox { .. } => {
+                sqlx::query("SELECT COUNT(*) FROM outbox WHERE sequence > $1 AND entity_type = 'item'")
+                    .bind(position as i64)
+                    .fetch_one(db.reader())
+                    .await
+                    .and_then(|r| r.try_get::<i64, _>(0))
+                    .map(|n| n.max(0) as u64)
+                    .unwrap_or(0)
+            }
             Feed::Nats { consumer, .. } => consumer
                 .info()
                 .await

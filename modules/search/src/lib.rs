@@ -103,7 +103,9 @@ pub fn event_source(settings: &Settings, nats: Option<NatsLog>, dir: &IndexDir) 
                 durable: format!("search-{node}"),
             })
         }
-        (Broker::Nats, None) => Err(SearchError::Config("search: events.broker is nats but no NATS connection".into())),
+        (Broker::Nats, None) => Err(SearchError::Config(
+            "search: events.broker is nats but no NATS connection".into(),
+        )),
     }
 }
 

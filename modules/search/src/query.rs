@@ -94,7 +94,10 @@ impl UserQuery {
         }
         let ends_open = q.chars().last().is_some_and(|c| !c.is_whitespace() && c != '"');
         if ends_open {
-            if let Some(Clause::Word { negated: false, prefix, .. }) = clauses.last_mut() {
+            if let Some(Clause::Word {
+                negated: false, prefix, ..
+            }) = clauses.last_mut()
+            {
                 *prefix = true;
             }
         }
@@ -357,10 +360,7 @@ mod tests {
         assert!(!UserQuery::parse("-only -negations").unwrap().has_positive());
         assert!(UserQuery::parse("\"unclosed phrase").unwrap().has_positive());
         assert_eq!(UserQuery::parse(&"x".repeat(1001)), Err(QueryError::TooLong));
-        assert_eq!(
-            UserQuery::parse(&"a ".repeat(33)),
-            Err(QueryError::TooManyClauses)
-        );
+        assert_eq!(UserQuery::parse(&"a ".repeat(33)), Err(QueryError::TooManyClauses));
     }
 
     #[test]

@@ -4,9 +4,7 @@
 //! loaded from the database (their current state, re-checked), and
 //! highlights are computed on that text.
 
-use tantivy::schema::{
-    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING,
-};
+use tantivy::schema::{Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING};
 use tantivy::tokenizer::{
     AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
     RAW_TOKENIZER_NAME,
@@ -81,8 +79,9 @@ impl Fields {
     pub fn of(index: &Index) -> Result<Fields, SearchError> {
         let s = index.schema();
         let get = |name: &str| {
-            s.get_field(name)
-                .map_err(|_| SearchError::Schema(format!("the index has no field `{name}`; run `atlas search reindex`")))
+            s.get_field(name).map_err(|_| {
+                SearchError::Schema(format!("the index has no field `{name}`; run `atlas search reindex`"))
+            })
         };
         Ok(Fields {
             id: get("id")?,

@@ -44,7 +44,7 @@ pub const EVENT_TYPES: &[&str] = &["ItemCreated", "ItemUpdated", "ItemDeleted", 
 #[derive(Clone)]
 pub enum EventSource {
     Outbox,
-    Nats { log: NatsLog, durable: String },
+    Nats { log: Box<NatsLog>, durable: String },
 }
 
 impl EventSource {
@@ -398,10 +398,10 @@ enum Feed {
         position: u64,
     },
     Nats {
-        consumer: PullConsumer,
+        consumer: Box<PullConsumer>,
         /// The last message received and not yet acknowledged (acking it
         /// acknowledges every earlier one: `AckPolicy::All`).
-        unacked: Option<async_nats::jetstream::Message>,
+        unacked: Option<Box<async_nats::jetstream::Message>>,
     },
 }
 
@@ -441,7 +441,7 @@ impl Feed {
                 };
                 let consumer = stream.create_consumer(config).await.map_err(|e| err(&e))?;
                 Ok(Feed::Nats {
-                    consumer,
+                    consumer: Box::new(consumer),
                     unacked: None,
                 })
             }
@@ -509,7 +509,7 @@ impl Feed {
                                         out.push((seq, skip_marker()));
                                     }
                                 }
-                                *unacked = Some(message);
+                                *unacked = Some(Box::new(message));
                             }
                             Some(Err(e)) => {
                                 tracing::debug!(error = %e, "search: pull hiccup");

@@ -99,7 +99,7 @@ pub fn event_source(settings: &Settings, nats: Option<NatsLog>, dir: &IndexDir) 
                 None => node_name(dir.root())?,
             };
             Ok(EventSource::Nats {
-                log,
+                log: Box::new(log),
                 durable: format!("search-{node}"),
             })
         }

@@ -66,6 +66,12 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The search index of this node.
+    #[cfg(feature = "search")]
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
     /// Manage users.
     #[cfg(feature = "identity")]
     User {
@@ -122,6 +128,19 @@ enum EventsCommand {
         /// Only events of this type, e.g. ItemCreated.
         #[arg(long = "type")]
         event_type: Option<String>,
+    },
+}
+
+#[cfg(feature = "search")]
+#[derive(Subcommand, Debug)]
+enum SearchCommand {
+    /// Rebuild this node's index from the database without downtime: a new
+    /// index is built beside the live one, then replaces it (a running
+    /// server switches to it within a second).
+    Reindex {
+        /// Only re-index this collection's items, in place, in one commit.
+        #[arg(long, value_name = "ID")]
+        collection: Option<String>,
     },
 }
 
@@ -389,6 +408,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = jobs_command(&queue, command).await;
             db.close().await;
             result
+        }
+        #[cfg(feature = "search")]
+        Command::Search {
+            command: SearchCommand::Reindex { collection },
+        } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            let db = Database::connect(&settings.database()).await?;
+            let result = match collection {
+                None => atlas_search::reindex_all(&settings, &db).await.map(|r| {
+                    println!(
+                        "indexed {} items in {:.1} s ({:.0} items/s); index {} is live, following the log from position {}",
+                        r.documents,
+                        r.seconds,
+                        r.documents as f64 / r.seconds.max(1e-9),
+                        r.generation,
+                        r.position
+                    );
+                }),
+                Some(c) => atlas_search::reindex_collection(&settings, &db, c).await.map(|r| match r {
+                    atlas_search::CollectionReindex::Done(n) => {
+                        println!("re-indexed {n} items of collection {c}")
+                    }
+                    atlas_search::CollectionReindex::Requested => println!(
+                        "a running server holds the index: it re-indexes collection {c} within a second"
+                    ),
+                }),
+            };
+            db.close().await;
+            result.map_err(Into::into)
         }
         #[cfg(feature = "identity")]
         Command::User { command } => {

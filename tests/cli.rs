@@ -650,3 +650,165 @@ async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
         stop(child);
     }
 }
+
+/// Search in cluster mode: two api processes, each with its own index and
+/// durable JetStream consumer, converge to the same results for writes made
+/// through one of them; a third api process started later bootstraps by
+/// rebuilding from the database and then follows the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_processes_on_nats_converge_to_the_same_search_results() {
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let api_env = cluster_env(&database, &nats, &[("ATLAS_SERVER__ROLE", "api")]);
+    let worker_env = cluster_env(&database, &nats, &[("ATLAS_SERVER__ROLE", "worker")]);
+    let dirs: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut worker, _) = serve(dirs[0].path(), &worker_env);
+    let (mut api_a, a) = serve(dirs[1].path(), &api_env);
+    let (mut api_b, b) = serve(dirs[2].path(), &api_env);
+    let client = reqwest::Client::new();
+    let (token, items_url) = sign_up_with_collection(&client, &a, "search@cluster.org").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let item: serde_json::Value = client
+            .post(&items_url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"title": format!("heron {i}"), "body": if i % 2 == 0 { "even heron" } else { "odd heron" }}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(item["id"].as_str().unwrap().to_string());
+    }
+    let patched = client
+        .patch(format!("{a}/api/v1/items/{}", ids[0]))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "egret 0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let deleted = client
+        .delete(format!("{a}/api/v1/items/{}", ids[1]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    // What every node must come to answer.
+    let results = |base: String| {
+        let client = client.clone();
+        let token = token.clone();
+        async move {
+            let mut out = Vec::new();
+            for q in ["heron&limit=100&sort=title", "egret", "even&limit=100&sort=title"] {
+                let page: serde_json::Value = client
+                    .get(format!("{base}/api/v1/search/items?q={q}"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let ids: Vec<String> = page["items"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|h| h["item"]["id"].as_str().unwrap_or("").to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ids);
+            }
+            out
+        }
+    };
+    let expected_heron: Vec<String> = {
+        // "egret 0" keeps "heron" in its body.
+        let mut v: Vec<(String, String)> = (2..30).map(|i| (format!("heron {i}"), ids[i].clone())).collect();
+        v.push(("egret 0".into(), ids[0].clone()));
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    };
+    let converged = |r: &Vec<Vec<String>>| r[0] == expected_heron && r[1] == vec![ids[0].clone()] && r[2].len() == 15;
+    let (mut api_c, c) = serve(dirs[3].path(), &api_env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for base in [&a, &b, &c] {
+        loop {
+            let r = results(base.clone()).await;
+            if converged(&r) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} never converged: {r:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The late node follows the stream after its bootstrap.
+    let item: serde_json::Value = client
+        .post(&items_url)
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"title": "ibis late"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let late = item["id"].as_str().unwrap().to_string();
+    for base in [&a, &b, &c] {
+        loop {
+            let r: serde_json::Value = client
+                .get(format!("{base}/api/v1/items/{late}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if r["index_status"] == "indexed" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} never indexed the late item");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    for child in [&mut api_a, &mut api_b, &mut api_c, &mut worker] {
+        stop(child);
+    }
+}
+
+/// `atlas search reindex` rebuilds the embedded index from the database.
+#[test]
+fn search_reindex_rebuilds_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of({
+        let mut cmd = atlas(dir.path(), &[]);
+        cmd.args(["migrate", "up"]);
+        cmd
+    });
+    assert!(!out.is_empty());
+    let out = stdout_of({
+        let mut cmd = atlas(dir.path(), &[]);
+        cmd.args(["search", "reindex"]);
+        cmd
+    });
+    assert!(out.contains("indexed 0 items"), "{out}");
+    assert!(dir.path().join("atlas-data/search/CURRENT").exists());
+    let mut cmd = atlas(dir.path(), &[]);
+    cmd.args([
+        "search",
+        "reindex",
+        "--collection",
+        "0190aaaa-0000-7000-8000-000000000000",
+    ]);
+    let out = stdout_of(cmd);
+    assert!(out.contains("re-indexed 0 items"), "{out}");
+}

@@ -9,6 +9,7 @@ use atlas_identity as _;
 use atlas_items as _;
 use atlas_jobs as _;
 use atlas_realtime as _;
+use atlas_search as _;
 
 mod audit;
 mod auth;
@@ -19,3 +20,4 @@ mod jobs;
 mod outbox;
 mod rbac;
 mod realtime;
+mod search;

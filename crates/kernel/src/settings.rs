@@ -96,7 +96,58 @@ pub struct Settings {
     pub events: EventsSettings,
     pub audit: AuditSettings,
     pub jobs: JobsSettings,
+    pub search: SearchSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Full-text search: where each node keeps its index, how the indexer
+/// batches commits, and how queries are analyzed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// The index directory; defaults to `{data_dir}/search`. Each api
+    /// process owns its own (it is a replica, never shared).
+    pub dir: Option<PathBuf>,
+    /// The indexer commits once this many documents changed since its last
+    /// commit…
+    pub commit_every_docs: u64,
+    /// …or once this long passed since the first uncommitted change.
+    /// Changes become searchable (and items `indexed`) at commit.
+    pub commit_interval_ms: u64,
+    /// Stemming language for titles and bodies: arabic, danish, dutch,
+    /// english, finnish, french, german, greek, hungarian, italian,
+    /// norwegian, portuguese, romanian, russian, spanish, swedish, tamil,
+    /// turkish. Changing it requires `atlas search reindex`.
+    pub language: String,
+    /// Typo tolerance applies when the exact query matches fewer items than
+    /// this (on the first page); 0 turns it off.
+    pub fuzzy_below: u64,
+    /// Memory budget of the index writer, in MiB (at least 15).
+    pub writer_memory_mb: u64,
+    /// This node's durable JetStream consumer name (`search-<node>`) in
+    /// cluster mode; defaults to an id generated into the index directory.
+    pub node_name: Option<String>,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            dir: None,
+            commit_every_docs: 1000,
+            commit_interval_ms: 500,
+            language: "english".into(),
+            fuzzy_below: 10,
+            writer_memory_mb: 64,
+            node_name: None,
+        }
+    }
+}
+
+impl SearchSettings {
+    /// The index directory for a data directory.
+    pub fn dir_in(&self, data_dir: &Path) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| data_dir.join("search"))
+    }
 }
 
 /// The audit trail: checkpoint cadence and the node's signing key.
@@ -385,6 +436,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             events: EventsSettings::default(),
             audit: AuditSettings::default(),
+            search: SearchSettings::default(),
             jobs: JobsSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
@@ -639,6 +691,24 @@ impl Settings {
                 "checkpoint_every_rows and checkpoint_interval_secs cannot both be 0 (nothing would ever be signed)",
             ));
         }
+        let q = &self.search;
+        if q.commit_every_docs == 0 {
+            return Err(ConfigError::invalid("search.commit_every_docs", "must be at least 1"));
+        }
+        if q.commit_interval_ms == 0 {
+            return Err(ConfigError::invalid("search.commit_interval_ms", "must be at least 1"));
+        }
+        if q.writer_memory_mb < 15 {
+            return Err(ConfigError::invalid("search.writer_memory_mb", "must be at least 15"));
+        }
+        if let Some(name) = &q.node_name {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(ConfigError::invalid(
+                    "search.node_name",
+                    "letters, digits, `_` or `-` only",
+                ));
+            }
+        }
         let j = &self.jobs;
         for (key, value) in [
             ("jobs.concurrency", u64::from(j.concurrency)),
@@ -889,6 +959,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "events",
     "audit",
     "jobs",
+    "search",
     "telemetry",
 ];
 

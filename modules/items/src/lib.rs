@@ -6,8 +6,10 @@
 //! item's `version` (optimistic concurrency through `If-Match`).
 //!
 //! Other modules read and change items through the [`ItemService`] it
-//! provides, which takes the same write path.
+//! provides, which takes the same write path. An item's `index_status` comes
+//! from the [`IndexStatus`] it provides, which search (when built in) feeds.
 
+mod index_status;
 mod model;
 mod routes;
 mod service;
@@ -23,6 +25,7 @@ use atlas_http::ApiError;
 use atlas_kernel::{AppContext, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 
+pub use index_status::{IndexStatus, IndexedVersions};
 pub use model::Item;
 pub use service::{ItemChange, ItemService};
 
@@ -50,7 +53,10 @@ impl Module for ItemsModule {
     async fn init(&self, ctx: &AppContext) -> Result<(), ModuleError> {
         ctx.require::<CollectionHooks>()?
             .on_delete(Arc::new(DeleteItemsWithCollection));
+        let index_status = Arc::new(IndexStatus::default());
+        ctx.provide::<IndexStatus>(index_status.clone());
         let state = routes::ItemsState {
+            index_status,
             db: ctx.db().clone(),
             auth: ctx.require::<Authenticator>()?,
             guard: ctx.require::<CollectionGuard>()?,

@@ -33,8 +33,8 @@ pub struct Item {
     pub created_by: String,
     pub created_at: String,
     pub updated_at: String,
-    /// `indexed` once search has indexed this version. This build has no
-    /// search indexer, so items stay `pending`.
+    /// `indexed` once the search index (of the node answering) holds this
+    /// version; `pending` before, and always in a build without search.
     #[schema(example = "pending")]
     pub index_status: &'static str,
 }

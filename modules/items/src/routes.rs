@@ -22,6 +22,7 @@ use crate::model::{self, Item, ITEM_COLUMNS};
 
 #[derive(Clone)]
 pub(crate) struct ItemsState {
+    pub index_status: Arc<crate::IndexStatus>,
     pub db: Database,
     pub auth: Arc<Authenticator>,
     pub guard: Arc<CollectionGuard>,
@@ -186,7 +187,8 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
 }
 
-fn item_response(status: StatusCode, item: Item, location: bool) -> Response {
+fn item_response(s: &ItemsState, status: StatusCode, mut item: Item, location: bool) -> Response {
+    s.index_status.apply(std::slice::from_mut(&mut item));
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag(item.version));
     if location {
@@ -295,7 +297,7 @@ async fn create_item(
     let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
     emit(&mut tx, &ev, "ItemCreated", &item).await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(item_response(StatusCode::CREATED, item, true))
+    Ok(item_response(&s, StatusCode::CREATED, item, true))
 }
 
 /// Items of a collection (members), with keyset pagination.
@@ -370,6 +372,7 @@ async fn list_items(
         k: sort.key_of(i),
         id: i.id.clone(),
     });
+    s.index_status.apply(&mut items);
     Ok(Json(ItemPage { items, next_cursor }))
 }
 
@@ -385,7 +388,7 @@ async fn get_item(State(s): State<ItemsState>, principal: Principal, Path(id): P
     let item = load(&mut conn, &id).await?.ok_or_else(|| ApiError::not_found("item"))?;
     drop(conn);
     authorize(&s, &principal, &item.collection_id, "read", "item").await?;
-    Ok(item_response(StatusCode::OK, item, false))
+    Ok(item_response(&s, StatusCode::OK, item, false))
 }
 
 /// Change an item (owner, editor). With `If-Match: "<version>"` the change
@@ -442,7 +445,7 @@ async fn update_item(
     })
     .await?;
     tx.commit().await.map_err(db_err)?;
-    Ok(item_response(StatusCode::OK, item, false))
+    Ok(item_response(&s, StatusCode::OK, item, false))
 }
 
 /// The one item write path, shared by `PATCH /items/{id}` and

@@ -1,12 +1,13 @@
 //! [`ItemService`]: what other modules may do with items, through the same
 //! write path as the HTTP handlers (so every change has its `ItemUpdated`).
 
+use atlas_db::sqlx;
 use atlas_db::Database;
 use atlas_events::EventContext;
 use atlas_http::{ApiError, ApiResult};
 use serde_json::Value;
 
-use crate::model::{self, Item};
+use crate::model::{self, Item, ITEM_COLUMNS};
 use crate::routes::{load, write_update};
 
 /// A change another module (a job, a rule) makes to an item on behalf of a
@@ -35,6 +36,57 @@ impl ItemService {
     pub async fn get(&self, id: &str) -> ApiResult<Option<Item>> {
         let mut conn = self.db.reader().acquire().await.map_err(ApiError::internal)?;
         load(&mut conn, id).await
+    }
+
+    /// The items among `ids` that exist, in no particular order.
+    pub async fn get_many(&self, ids: &[String]) -> ApiResult<Vec<Item>> {
+        let mut items = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let sql = format!(
+                "SELECT {ITEM_COLUMNS} FROM items WHERE id IN ({})",
+                atlas_db::param_list(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            let rows = query.fetch_all(self.db.reader()).await.map_err(ApiError::internal)?;
+            for row in &rows {
+                items.push(Item::from_row(row).map_err(ApiError::internal)?);
+            }
+        }
+        Ok(items)
+    }
+
+    /// Up to `limit` items with an id after `after_id`, by id, optionally of
+    /// one collection: a full scan in pages, for rebuilding projections.
+    pub async fn page_by_id(&self, collection_id: Option<&str>, after_id: &str, limit: i64) -> ApiResult<Vec<Item>> {
+        let rows = match collection_id {
+            Some(c) => {
+                sqlx::query(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM items WHERE collection_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+                ))
+                .bind(c)
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(self.db.reader())
+                .await
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {ITEM_COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"
+                ))
+                .bind(after_id)
+                .bind(limit)
+                .fetch_all(self.db.reader())
+                .await
+            }
+        }
+        .map_err(ApiError::internal)?;
+        rows.iter()
+            .map(Item::from_row)
+            .collect::<Result<_, _>>()
+            .map_err(ApiError::internal)
     }
 
     /// Apply `change` and commit it with its `ItemUpdated` event. A change

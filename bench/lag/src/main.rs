@@ -308,6 +308,7 @@ fn db_settings(url: &str) -> DatabaseSettings {
         url: url.to_string(),
         max_connections: 4,
         busy_timeout: Duration::from_secs(5),
+        background_connections: 0,
     }
 }
 

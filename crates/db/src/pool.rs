@@ -35,6 +35,9 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// How long SQLite waits on a locked database before failing.
     pub busy_timeout: Duration,
+    /// PostgreSQL: connections of a second pool kept for background work
+    /// (see [`Database::background`]); 0 shares the main pool.
+    pub background_connections: u32,
 }
 
 /// A handle to the database. Cheap to clone.
@@ -43,7 +46,8 @@ pub struct DatabaseSettings {
 /// one writer at a time anyway, and serializing in-process avoids
 /// `SQLITE_BUSY` from deferred transactions racing to upgrade their locks.
 /// Reads use a separate pool (WAL lets them run beside the writer).
-/// On PostgreSQL both are the same pool.
+/// On PostgreSQL both are the same pool, and a second, smaller pool serves
+/// background work ([`Database::background`]).
 #[derive(Clone)]
 pub struct Database {
     reader: AnyPool,
@@ -51,6 +55,8 @@ pub struct Database {
     backend: Backend,
     /// SQLite only: the group-commit write path.
     group: Option<Arc<GroupCommit>>,
+    /// PostgreSQL only: the background pool, when configured.
+    background: Option<AnyPool>,
 }
 
 impl std::fmt::Debug for Database {
@@ -115,19 +121,28 @@ impl Database {
                 group: Some(GroupCommit::new(writer.clone())),
                 writer,
                 backend: Backend::Sqlite,
+                background: None,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = AnyConnectOptions::from_str(url).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
-            let pool = AnyPoolOptions::new()
-                .max_connections(settings.max_connections.max(2))
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
+            let pool = |max: u32| {
+                AnyPoolOptions::new()
+                    .max_connections(max)
+                    .acquire_timeout(Duration::from_secs(30))
+            };
+            let main = pool(settings.max_connections.max(2))
+                .connect_with(options.clone())
                 .await?;
+            let background = match settings.background_connections {
+                0 => None,
+                n => Some(pool(n).connect_lazy_with(options)),
+            };
             Ok(Database {
-                reader: pool.clone(),
-                writer: pool,
+                reader: main.clone(),
+                writer: main,
                 backend: Backend::Postgres,
                 group: None,
+                background,
             })
         } else {
             Err(DbError::InvalidUrl(format!(
@@ -149,6 +164,24 @@ impl Database {
     /// The pool for writes and transactions.
     pub fn writer(&self) -> &AnyPool {
         &self.writer
+    }
+
+    /// The same database for background work (event relay, consumers): on
+    /// PostgreSQL, through its own pool, so that requests holding every
+    /// connection of the main pool (say, queued on the outbox lock under a
+    /// write overload) cannot starve the work that drains what they wrote.
+    /// On SQLite, or with no background pool configured, `self`.
+    pub fn background(&self) -> Database {
+        match &self.background {
+            Some(pool) => Database {
+                reader: pool.clone(),
+                writer: pool.clone(),
+                backend: self.backend,
+                group: None,
+                background: None,
+            },
+            None => self.clone(),
+        }
     }
 
     /// Begin a write transaction (on SQLite, a member of a group commit;
@@ -177,16 +210,19 @@ impl Database {
 
     /// Publish pool gauges (`atlas_db_pool_connections{pool,state}`).
     pub fn record_pool_metrics(&self) {
-        let pools: &[(&str, &AnyPool)] = match self.backend {
-            Backend::Sqlite => &[("reader", &self.reader), ("writer", &self.writer)],
-            Backend::Postgres => &[("main", &self.reader)],
+        let mut pools: Vec<(&'static str, &AnyPool)> = match self.backend {
+            Backend::Sqlite => vec![("reader", &self.reader), ("writer", &self.writer)],
+            Backend::Postgres => vec![("main", &self.reader)],
         };
+        if let Some(background) = &self.background {
+            pools.push(("background", background));
+        }
         for (name, pool) in pools {
             let size = pool.size() as f64;
             let idle = pool.num_idle() as f64;
-            metrics::gauge!("atlas_db_pool_connections", "pool" => *name, "state" => "idle").set(idle);
-            metrics::gauge!("atlas_db_pool_connections", "pool" => *name, "state" => "active").set(size - idle);
-            metrics::gauge!("atlas_db_pool_max_connections", "pool" => *name)
+            metrics::gauge!("atlas_db_pool_connections", "pool" => name, "state" => "idle").set(idle);
+            metrics::gauge!("atlas_db_pool_connections", "pool" => name, "state" => "active").set(size - idle);
+            metrics::gauge!("atlas_db_pool_max_connections", "pool" => name)
                 .set(pool.options().get_max_connections() as f64);
         }
     }
@@ -194,6 +230,9 @@ impl Database {
     pub async fn close(&self) {
         self.writer.close().await;
         self.reader.close().await;
+        if let Some(background) = &self.background {
+            background.close().await;
+        }
     }
 }
 

@@ -148,6 +148,7 @@ async fn unsupported_url_names_the_key() {
         url: "mysql://x".into(),
         max_connections: 1,
         busy_timeout: Duration::from_secs(1),
+        background_connections: 0,
     })
     .await
     .unwrap_err();

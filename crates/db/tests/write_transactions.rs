@@ -253,3 +253,38 @@ both_backends!(
     cancelled_writers_and_the_pool,
     cancelled_writers_leave_no_open_transaction
 );
+
+/// Background work keeps its own connections on PostgreSQL: with every
+/// connection of the main pool held (requests queued on a lock, say), a
+/// query through `background()` still runs at once.
+#[tokio::test]
+async fn background_work_is_not_starved_by_a_full_main_pool() {
+    let Some(test_db) = atlas_testkit::TestDatabase::new(atlas_testkit::TestBackend::Postgres).await else {
+        return;
+    };
+    let db = Database::connect(&atlas_db::DatabaseSettings {
+        url: test_db.url.clone(),
+        max_connections: 2,
+        busy_timeout: std::time::Duration::from_secs(5),
+        background_connections: 1,
+    })
+    .await
+    .unwrap();
+    let held = [
+        db.writer().acquire().await.unwrap(),
+        db.writer().acquire().await.unwrap(),
+    ];
+    let starved = tokio::time::timeout(std::time::Duration::from_millis(300), db.writer().acquire()).await;
+    assert!(starved.is_err(), "the main pool is exhausted");
+    let background = db.background();
+    let one: i64 = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        atlas_db::sqlx::query_scalar("SELECT 1").fetch_one(background.writer()),
+    )
+    .await
+    .expect("the background pool answers while the main pool is full")
+    .unwrap();
+    assert_eq!(one, 1);
+    drop(held);
+    db.close().await;
+}

@@ -51,22 +51,21 @@ impl Module for EventsModule {
             return Ok(());
         }
         let consumers = ctx.get::<ConsumerSet>().map(|set| set.0.clone()).unwrap_or_default();
+        // The relay and the consumers' bookkeeping use the background pool:
+        // under a write overload, requests queued on the outbox lock hold
+        // every connection of the main pool.
+        let db = ctx.db().background();
         let settings = ctx.settings().events.clone();
         let shutdown = ctx.shutdown_token().child_token();
         let handles = match settings.broker {
             Broker::Embedded => {
-                runtime::ConsumerRuntime::new(ctx.db().clone(), settings, consumers, ctx.write_gate().clone())
-                    .spawn(shutdown)
+                runtime::ConsumerRuntime::new(db, settings, consumers, ctx.write_gate().clone()).spawn(shutdown)
             }
             Broker::Nats => {
                 let log = ctx.require::<nats::NatsLog>()?;
                 let gate = ctx.write_gate().clone();
-                let mut handles = log.spawn(ctx.db().clone(), settings.clone(), consumers, gate, shutdown.clone());
-                handles.push(runtime::spawn_pruning(
-                    ctx.db().clone(),
-                    settings.processed_retention_hours,
-                    shutdown,
-                ));
+                let mut handles = log.spawn(db.clone(), settings.clone(), consumers, gate, shutdown.clone());
+                handles.push(runtime::spawn_pruning(db, settings.processed_retention_hours, shutdown));
                 handles
             }
         };

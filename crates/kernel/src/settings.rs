@@ -387,6 +387,10 @@ pub struct DatabaseConfig {
     pub url: Option<Secret>,
     pub url_file: Option<PathBuf>,
     pub max_connections: u32,
+    /// PostgreSQL: a second pool of this many connections for background
+    /// work (relay, consumers), so request load cannot starve it; 0 shares
+    /// the main pool.
+    pub background_connections: u32,
     /// Apply pending migrations when `atlas serve` starts.
     pub auto_migrate: bool,
     pub busy_timeout_ms: u64,
@@ -464,6 +468,7 @@ impl Default for DatabaseConfig {
             url: None,
             url_file: None,
             max_connections: 16,
+            background_connections: 4,
             auto_migrate: true,
             busy_timeout_ms: 5000,
         }
@@ -840,6 +845,7 @@ impl Settings {
             url: self.database_url(),
             max_connections: self.database.max_connections,
             busy_timeout: Duration::from_millis(self.database.busy_timeout_ms),
+            background_connections: self.database.background_connections,
         }
     }
 

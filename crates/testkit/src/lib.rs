@@ -88,6 +88,7 @@ impl TestDatabase {
             url: self.url.clone(),
             max_connections: 4,
             busy_timeout: std::time::Duration::from_secs(5),
+            background_connections: 0,
         })
         .await
         .expect("connect to the test database")
@@ -164,6 +165,7 @@ pub fn test_settings(database: &TestDatabase, data_dir: &std::path::Path) -> atl
     };
     s.database.url = Some(atlas_kernel::Secret::new(database.url.clone()));
     s.database.max_connections = 8;
+    s.database.background_connections = 2;
     s.server.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     s.server.rate_limit_per_second = 0;
     s.auth.argon2_memory_kib = 256;

@@ -109,8 +109,10 @@ impl Module for AuditModule {
         let key = Arc::new(key);
         let trusted = TrustedKeys::from_settings(&settings.audit, Some(key.public()))?;
         let store = AuditStore::new(ctx.db().clone());
+        // The sink is background work: the background pool on PostgreSQL,
+        // so request load cannot starve it.
         let sink = Arc::new(AuditSink::new(
-            store.clone(),
+            AuditStore::new(ctx.db().background()),
             key.clone(),
             settings.audit.checkpoint_every_rows,
         ));

@@ -500,6 +500,7 @@ fn child_worker() {
             url: url.clone(),
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            background_connections: 0,
         })
         .await
         .unwrap();

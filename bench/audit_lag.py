@@ -15,14 +15,15 @@ actions). Reported: p50, p99, max. Target: p99 < 500 ms at 1,000 writes/s.
 
 Phase 2 (throughput): the server is restarted with `--role api` (no
 consumers), `--burst` items are written, then it is restarted with its
-workers, and the sink's throughput is the number of rows divided by the time
-between the first and the last row's `recorded_at`. Target: >= 10,000
+workers; once /metrics shows the sink appended them all, the sink's
+throughput is the number of rows divided by the time between the first and
+the last row's `recorded_at`. Target: >= 10,000
 rows/s on PostgreSQL.
 
 Standard library only. Starts and stops its own `atlas` (target/release/atlas,
 or --atlas) on 127.0.0.1 with a fresh data directory; prints one JSON object
-and a markdown line for bench/RESULTS.md. The NATS JetStream mode is not
-built yet; once it is, pass its settings through --env.
+and a markdown line for bench/RESULTS.md. For NATS JetStream mode, pass its
+settings through --env (see bench/RESULTS.md for the exact command).
 """
 
 import argparse

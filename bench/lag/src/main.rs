@@ -238,6 +238,15 @@ async fn main() -> anyhow::Result<()> {
     db.close().await;
     drop(_server);
     let _ = std::fs::remove_dir_all(&dir);
+    if args.mode == Mode::NatsPostgres {
+        // The run's streams go with it, like its database.
+        let js = async_nats::jetstream::new(async_nats::connect(args.nats.as_str()).await?);
+        for stream in [format!("BENCH{id}_EVENTS"), format!("BENCH{id}_DLQ")] {
+            if let Err(e) = js.delete_stream(&stream).await {
+                eprintln!("could not delete stream {stream}: {e}");
+            }
+        }
+    }
     if args.mode != Mode::EmbeddedSqlite {
         let admin = Database::connect(&db_settings(&args.postgres)).await?;
         sqlx::query(&format!("DROP DATABASE IF EXISTS {pg_name} WITH (FORCE)"))

@@ -377,18 +377,34 @@ def dir_bytes(path):
     return total
 
 
+def busy_seconds():
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cmd_reindex(a):
+    import resource
     t0 = time.time()
+    b0, r0 = busy_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([a.atlas, "search", "reindex"], env=atlas_env(a), cwd=a.work, capture_output=True, text=True)
     wall = time.time() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    mine = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / wall
+    other = (busy_seconds() - b0) / wall - mine
     print(p.stdout, p.stderr, file=sys.stderr)
     if p.returncode != 0:
         raise SystemExit(p.returncode)
     meta = json.load(open(os.path.join(a.work, "queries.json")))["meta"]
     size = dir_bytes(os.path.join(a.work, "atlas", "search"))
-    res = dict(items=meta["items"], wall_seconds=round(wall, 2), docs_per_s=round(meta["items"] / wall),
+    m = re.search(r"indexed (\d+) items in ([\d.]+) s", p.stdout)
+    docs = int(m.group(1)) if m else meta["items"]
+    res = dict(items=docs, wall_seconds=round(wall, 2), docs_per_s=round(docs / wall),
+               atlas_seconds=float(m.group(2)) if m else None,
                index_bytes=size, index_mb=round(size / 2**20, 1), corpus_mb=round(meta["corpus_bytes"] / 2**20, 1),
-               output=p.stdout.strip()[-500:])
+               reindex_cpu_cores=round(mine, 2), other_cpu_cores=round(other, 2),
+               peak_rss_mb=round(r1.ru_maxrss / 1024, 1), output=p.stdout.strip()[-500:])
     save(a, "reindex", res)
     print(json.dumps(res, indent=1))
 
@@ -453,7 +469,7 @@ def cmd_query(a):
         lat = {k: [] for k in KINDS}
         hits = {k: [] for k in KINDS}
         totals = {k: [] for k in KINDS}
-        cpu0, t0 = s.cpu_seconds(), time.time()
+        cpu0, t0, b0 = s.cpu_seconds(), time.time(), busy_seconds()
         for k, i in order:
             dt, page = one(qs[k][i])
             lat[k].append(dt)
@@ -464,6 +480,7 @@ def cmd_query(a):
                                        zero_hit_share=round(sum(1 for h in hits[k] if h == 0) / len(hits[k]), 3),
                                        median_total=statistics.median(totals[k]))) for k in KINDS}
         res["_server_cpu_cores"] = round((s.cpu_seconds() - cpu0) / wall, 2)
+        res["_machine_busy_cores"] = round((busy_seconds() - b0) / wall, 2)
         res["_server_peak_rss_mb"] = round(s.rss_mb(), 1)
         save(a, "atlas_query", res)
         print(json.dumps(res, indent=1))
@@ -575,9 +592,10 @@ def cmd_lag(a):
         poller = multiprocessing.Process(target=poll_ready, args=(s.port, samples, time.time() + a.duration + 60))
         poller.start()
         results = []
-        cpu0 = s.cpu_seconds()
+        cpu0, b0 = s.cpu_seconds(), busy_seconds()
         wall = asyncio.run(writer(a, s.port, token, meta["user_collections"], bodies, results))
         cpu = (s.cpu_seconds() - cpu0) / wall
+        busy = (busy_seconds() - b0) / wall
         # Wait for the index to catch up with the last write.
         last_seq = db.execute("SELECT coalesce(max(sequence), 0) FROM outbox").fetchone()[0]
         deadline = time.time() + 60
@@ -608,7 +626,7 @@ def cmd_lag(a):
         wl = [r[3] * 1000 for r in results if r[1] == 201]
         res = summary(lags, dict(write_p50_ms=round(pct(wl, 50), 1), write_p99_ms=round(pct(wl, 99), 1), target_rate=a.rate, duration_s=a.duration, reached_rate=round(ok / wall),
                                  writes_ok=ok, writes_failed=len(results) - ok, events=len(events),
-                                 events_unindexed=len(events) - len(lags), server_cpu_cores=round(cpu, 2),
+                                 events_unindexed=len(events) - len(lags), server_cpu_cores=round(cpu, 2), machine_busy_cores=round(busy, 2),
                                  commits_seen=len(pos), median_commit_interval_ms=round(statistics.median(intervals) * 1000, 1)
                                  if intervals else None))
         save(a, "lag", res)

@@ -241,7 +241,20 @@ async fn user_create_and_reset_password() {
 }
 
 /// Start `atlas serve` on a free port; returns once `/ready` is 200.
-fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+/// A running `atlas serve`, killed if the test ends (or fails) before
+/// [`stop`] stopped it, so a failing test leaves no server behind.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (Served, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -254,6 +267,7 @@ fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, S
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = Served(child);
     let base = format!("http://{bind}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -268,7 +282,7 @@ fn serve(dir: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, S
     (child, base)
 }
 
-fn stop(child: &mut std::process::Child) -> Duration {
+fn stop(Served(child): &mut Served) -> Duration {
     let started = Instant::now();
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -322,11 +322,22 @@ pub async fn reindex_collection(
     collection_id: &str,
 ) -> Result<u64, SearchError> {
     index::remove_collection(writer, &generation.fields, collection_id);
+    add_items(generation, writer, items, Some(collection_id)).await
+}
+
+/// Add a document for every item (of one collection, or all), reading the
+/// database in pages of 1,000 by id. Returns how many were added.
+async fn add_items(
+    generation: &Generation,
+    writer: &IndexWriter,
+    items: &ItemService,
+    collection_id: Option<&str>,
+) -> Result<u64, SearchError> {
     let mut after = String::new();
     let mut n = 0;
     loop {
         let page = items
-            .page_by_id(Some(collection_id), &after, 1000)
+            .page_by_id(collection_id, &after, 1000)
             .await
             .map_err(|e| SearchError::Load(e.to_string()))?;
         let Some(last) = page.last() else { break };
@@ -363,20 +374,7 @@ pub async fn rebuild(
     let mut writer: IndexWriter<TantivyDocument> = generation
         .index
         .writer(settings.writer_memory_mb as usize * 1024 * 1024)?;
-    let mut after = String::new();
-    let mut documents = 0u64;
-    loop {
-        let page = items
-            .page_by_id(None, &after, 1000)
-            .await
-            .map_err(|e| SearchError::Load(e.to_string()))?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        for item in &page {
-            writer.add_document(index::document(&generation.fields, item))?;
-            documents += 1;
-        }
-    }
+    let documents = add_items(&generation, &writer, items, None).await?;
     let payload = CommitPayload {
         source: source.log_source(),
         position,

@@ -23,7 +23,7 @@ static MIGRATIONS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 /// runtime in processes whose role runs background work.
 #[derive(Default)]
 pub struct EventsModule {
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: atlas_kernel::ModuleTasks,
 }
 
 #[async_trait::async_trait]
@@ -69,7 +69,7 @@ impl Module for EventsModule {
                 handles
             }
         };
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).extend(handles);
+        self.tasks.extend(handles);
         Ok(())
     }
 
@@ -77,15 +77,7 @@ impl Module for EventsModule {
         // The kernel cancels the shutdown token before stopping modules; the
         // consumers finish the event in hand and exit.
         ctx.shutdown_token().cancel();
-        let handles: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for handle in handles {
-            if tokio::time::timeout(std::time::Duration::from_secs(10), handle)
-                .await
-                .is_err()
-            {
-                tracing::warn!("a consumer did not stop within 10 s");
-            }
-        }
+        self.tasks.join(std::time::Duration::from_secs(10), "a consumer").await;
         Ok(())
     }
 }

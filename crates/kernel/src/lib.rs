@@ -13,7 +13,7 @@ pub mod settings;
 
 pub use app::{shutdown_signal, Atlas, ConsumerSet};
 pub use context::{AppContext, ReadinessCheck};
-pub use module::{Consumer, Module, ModuleError, ModuleRegistration};
+pub use module::{Consumer, Module, ModuleError, ModuleRegistration, ModuleTasks};
 pub use registry::ModuleRegistry;
 pub use settings::{ConfigError, Profile, Role, Secret, Settings, SettingsSource};
 

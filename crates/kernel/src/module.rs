@@ -117,3 +117,28 @@ macro_rules! register_module {
         }
     };
 }
+
+/// Background tasks a module started and waits for when it stops.
+#[derive(Default)]
+pub struct ModuleTasks(std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>);
+
+impl ModuleTasks {
+    pub fn push(&self, handle: tokio::task::JoinHandle<()>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+    }
+
+    pub fn extend(&self, handles: impl IntoIterator<Item = tokio::task::JoinHandle<()>>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(handles);
+    }
+
+    /// Wait for every task (they watch the shutdown token), each at most
+    /// `limit`; one that overruns is logged as `what` and left behind.
+    pub async fn join(&self, limit: std::time::Duration, what: &str) {
+        let handles: Vec<_> = self.0.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
+        for handle in handles {
+            if tokio::time::timeout(limit, handle).await.is_err() {
+                tracing::warn!("{what} did not stop within {} s", limit.as_secs());
+            }
+        }
+    }
+}

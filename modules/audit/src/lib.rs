@@ -60,7 +60,7 @@ pub enum AuditError {
 /// The audit module.
 #[derive(Default)]
 pub struct AuditModule {
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: atlas_kernel::ModuleTasks,
 }
 
 atlas_kernel::register_module!(AuditModule);
@@ -167,18 +167,15 @@ impl Module for AuditModule {
                 }
             }
         });
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        self.tasks.push(handle);
         Ok(())
     }
 
     async fn stop(&self, ctx: &AppContext) -> Result<(), ModuleError> {
         ctx.shutdown_token().cancel();
-        let handles: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for handle in handles {
-            if tokio::time::timeout(Duration::from_secs(5), handle).await.is_err() {
-                tracing::warn!("audit: the checkpoint task did not stop within 5 s");
-            }
-        }
+        self.tasks
+            .join(Duration::from_secs(5), "audit: the checkpoint task")
+            .await;
         Ok(())
     }
 }

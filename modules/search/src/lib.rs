@@ -69,7 +69,7 @@ pub enum SearchError {
 /// The search module.
 #[derive(Default)]
 pub struct SearchModule {
-    tasks: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    tasks: atlas_kernel::ModuleTasks,
 }
 
 atlas_kernel::register_module!(SearchModule);
@@ -190,18 +190,13 @@ impl Module for SearchModule {
         };
         let shutdown = ctx.shutdown_token().child_token();
         let handle = tokio::spawn(indexer.run(shutdown));
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        self.tasks.push(handle);
         Ok(())
     }
 
     async fn stop(&self, ctx: &AppContext) -> Result<(), ModuleError> {
         ctx.shutdown_token().cancel();
-        let handles: Vec<_> = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        for handle in handles {
-            if tokio::time::timeout(Duration::from_secs(10), handle).await.is_err() {
-                tracing::warn!("search: the indexer did not stop within 10 s");
-            }
-        }
+        self.tasks.join(Duration::from_secs(10), "search: the indexer").await;
         Ok(())
     }
 }

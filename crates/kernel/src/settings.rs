@@ -97,7 +97,45 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub jobs: JobsSettings,
     pub search: SearchSettings,
+    pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Rules: where the global rule files live, how deep rule chains may go,
+/// and how webhooks are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Directory of global rule files (`*.yaml`, `*.yml`), relative to the
+    /// working directory. A missing directory means no global rules until
+    /// it appears.
+    pub dir: PathBuf,
+    /// How often the directory is checked for changed files.
+    pub reload_interval_ms: u64,
+    /// Longest chain of events caused by rule actions; an event deeper in a
+    /// chain triggers no rule (a warning is logged).
+    pub max_chain_depth: u32,
+    /// Time limit of one webhook request (connect included).
+    pub webhook_timeout_ms: u64,
+    /// Addresses (`10.1.2.3`) or networks (`10.0.0.0/8`) webhooks may reach
+    /// although the SSRF guard refuses them by default.
+    pub webhook_allow_networks: Vec<String>,
+    /// Environment variables that per-collection rules may name as a
+    /// webhook's `secret_env` (global rules may name any, or a file).
+    pub collection_secret_envs: Vec<String>,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        RulesSettings {
+            dir: PathBuf::from("rules"),
+            reload_interval_ms: 1000,
+            max_chain_depth: 8,
+            webhook_timeout_ms: 10_000,
+            webhook_allow_networks: Vec::new(),
+            collection_secret_envs: Vec::new(),
+        }
+    }
 }
 
 /// Full-text search: where each node keeps its index, how the indexer
@@ -442,6 +480,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             search: SearchSettings::default(),
             jobs: JobsSettings::default(),
+            rules: RulesSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }

@@ -72,9 +72,9 @@ def check_variables(settings):
 
 def exported_metrics():
     names = set()
-    for source in glob.glob(path("**", "*.rs"), recursive=True):
-        if "/target/" in source:
-            continue
+    sources = [f for top in ("src", "crates", "modules")
+               for f in glob.glob(path(top, "**", "*.rs"), recursive=True)]
+    for source in sources:
         names.update(re.findall(r'"(atlas_[a-z0-9_]+)"', open(source, encoding="utf-8").read()))
     return names
 

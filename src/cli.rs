@@ -66,6 +66,12 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Rules: check rule files.
+    #[cfg(feature = "rules")]
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// The search index of this node.
     #[cfg(feature = "search")]
     Search {
@@ -128,6 +134,23 @@ enum EventsCommand {
         /// Only events of this type, e.g. ItemCreated.
         #[arg(long = "type")]
         event_type: Option<String>,
+    },
+}
+
+#[cfg(feature = "rules")]
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Check rule files as the server loads them: YAML, fields, event
+    /// types, CEL conditions, templates, job and workflow types. Prints each
+    /// problem as `FILE:LINE:COLUMN: message`; exit status 1 when there is one.
+    Check {
+        /// Rule files (YAML: one rule or a list).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Check as a collection's rules (item jobs only; webhook secrets
+        /// limited to `rules.collection_secret_envs`).
+        #[arg(long)]
+        collection: bool,
     },
 }
 
@@ -408,6 +431,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let result = jobs_command(&queue, command).await;
             db.close().await;
             result
+        }
+        #[cfg(feature = "rules")]
+        Command::Rules {
+            command: RulesCommand::Check { files, collection },
+        } => {
+            let secret_envs = if *collection {
+                load_settings(&cli, Vec::new())?.rules.collection_secret_envs
+            } else {
+                Vec::new()
+            };
+            let failed = atlas_rules::check_files(files, *collection, &secret_envs);
+            for (file, issues) in &failed {
+                for i in issues {
+                    println!("{file}:{}:{}: {}", i.line, i.column, i.message);
+                }
+            }
+            let problems: usize = failed.iter().map(|(_, i)| i.len()).sum();
+            if problems > 0 {
+                bail!("{problems} problem(s) in {} of {} file(s)", failed.len(), files.len());
+            }
+            println!("{} file(s): valid", files.len());
+            Ok(())
         }
         #[cfg(feature = "search")]
         Command::Search {

@@ -87,6 +87,52 @@ fn catalog(handlers: &JobHandlers, queue: &JobQueue) -> Catalog {
     Catalog { jobs, workflows }
 }
 
+/// The job and workflow types of this build, known without a running
+/// server (for `atlas rules check`).
+pub fn builtin_catalog() -> Catalog {
+    let workflows = atlas_jobs::WorkflowTypes::builtin();
+    Catalog {
+        jobs: atlas_jobs::BUILTIN_JOB_TYPES
+            .iter()
+            .map(|(t, s)| (t.to_string(), scope_of(*s)))
+            .collect(),
+        workflows: workflows
+            .names()
+            .into_iter()
+            .filter_map(|n| workflows.get(n).map(|d| (n.to_string(), scope_of(d.scope))))
+            .collect(),
+    }
+}
+
+/// Check rule files as the server would load them: `(file, problems)` for
+/// each file with problems.
+pub fn check_files(
+    files: &[std::path::PathBuf],
+    collection: bool,
+    secret_envs: &[String],
+) -> Vec<(String, Vec<rule::RuleIssue>)> {
+    let options = LoadOptions {
+        catalog: Some(builtin_catalog()),
+        collection,
+        allowed_secret_envs: secret_envs.to_vec(),
+    };
+    files
+        .iter()
+        .filter_map(|f| {
+            let name = f.display().to_string();
+            let issues = match std::fs::read_to_string(f) {
+                Ok(text) => rule::parse(&text, &options).err()?,
+                Err(e) => vec![rule::RuleIssue {
+                    line: 1,
+                    column: 1,
+                    message: format!("cannot read the file: {e}"),
+                }],
+            };
+            Some((name, issues))
+        })
+        .collect()
+}
+
 #[async_trait]
 impl Module for RulesModule {
     fn name(&self) -> &'static str {

@@ -53,7 +53,10 @@ pub async fn backup(settings: &Settings, out: &Path) -> anyhow::Result<BackupRep
         );
     };
     if !db_path.is_file() {
-        bail!("no database at {} (database.url): nothing to back up", db_path.display());
+        bail!(
+            "no database at {} (database.url): nothing to back up",
+            db_path.display()
+        );
     }
     if out.exists() {
         bail!("{} already exists; choose another --out", out.display());
@@ -192,7 +195,10 @@ pub fn restore(settings: &Settings, archive: &Path, force: bool) -> anyhow::Resu
     }
     let manifest = manifest.context("not an Atlas backup: the archive has no manifest.json")?;
     if manifest["format"] != FORMAT {
-        bail!("unsupported backup format {} (this atlas reads {FORMAT})", manifest["format"]);
+        bail!(
+            "unsupported backup format {} (this atlas reads {FORMAT})",
+            manifest["format"]
+        );
     }
     let files = manifest["files"].as_object().context("the manifest lists no files")?;
     for (name, expected) in files {
@@ -293,6 +299,19 @@ pub async fn run_backup(settings: &Settings, out: &Path) -> anyhow::Result<()> {
         }
     );
     println!("the search index is not in the archive: atlas restore rebuilds it");
+    let configured: Vec<String> = [
+        ("auth.jwt_secret_file", &settings.auth.jwt_secret_file),
+        ("audit.signing_key_file", &settings.audit.signing_key_file),
+    ]
+    .into_iter()
+    .filter_map(|(key, file)| file.as_ref().map(|f| format!("{key} = {}", f.display())))
+    .collect();
+    if !configured.is_empty() {
+        println!(
+            "configured secrets are not in the archive either; keep them with your other secrets: {}",
+            configured.join(", ")
+        );
+    }
     Ok(())
 }
 
@@ -306,7 +325,11 @@ pub async fn run_restore(settings: &Settings, archive: &Path, force: bool) -> an
         if report.data_files.is_empty() {
             String::new()
         } else {
-            format!(", and {} to {}", report.data_files.join(", "), settings.data_dir.display())
+            format!(
+                ", and {} to {}",
+                report.data_files.join(", "),
+                settings.data_dir.display()
+            )
         }
     );
     #[cfg(feature = "search")]
@@ -314,7 +337,8 @@ pub async fn run_restore(settings: &Settings, archive: &Path, force: bool) -> an
         let db = Database::connect(&settings.database()).await?;
         let rebuilt = atlas_search::reindex_all(settings, &db).await;
         db.close().await;
-        let r = rebuilt.context("the database is restored, but rebuilding the search index failed (run `atlas search reindex`)")?;
+        let r = rebuilt
+            .context("the database is restored, but rebuilding the search index failed (run `atlas search reindex`)")?;
         println!("search index rebuilt: {} items indexed", r.documents);
     }
     Ok(())

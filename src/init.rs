@@ -71,12 +71,21 @@ pub fn run(args: &InitArgs, profile: Option<&str>) -> anyhow::Result<()> {
     };
     let written = write(&args.dir, &plan, args.force)?;
     let mut out = std::io::stdout();
-    writeln!(out, "wrote {} ({} mode, profile {})", written[0].display(), mode_name(plan.mode), plan.profile)?;
+    writeln!(
+        out,
+        "wrote {} ({} mode, profile {})",
+        written[0].display(),
+        mode_name(plan.mode),
+        plan.profile
+    )?;
     for file in &written[1..] {
         writeln!(out, "wrote {} (secret, mode 0600)", file.display())?;
     }
     writeln!(out, "next:")?;
-    writeln!(out, "  atlas config show   # the effective configuration, secrets redacted")?;
+    writeln!(
+        out,
+        "  atlas config show   # the effective configuration, secrets redacted"
+    )?;
     if plan.mode == Mode::Cluster {
         writeln!(out, "  atlas migrate up    # once, before the first serve")?;
     }
@@ -140,12 +149,19 @@ fn plan_interactively(
             bail!("no answer to \"{question}\" (use --non-interactive with flags to script atlas init)");
         }
         let line = line.trim();
-        Ok(if line.is_empty() { default.to_string() } else { line.to_string() })
+        Ok(if line.is_empty() {
+            default.to_string()
+        } else {
+            line.to_string()
+        })
     };
     let mode = match args.mode {
         Some(m) => m,
-        None => match ask("mode: embedded (SQLite, one process) or cluster (PostgreSQL + NATS)", "embedded")?
-            .as_str()
+        None => match ask(
+            "mode: embedded (SQLite, one process) or cluster (PostgreSQL + NATS)",
+            "embedded",
+        )?
+        .as_str()
         {
             "embedded" => Mode::Embedded,
             "cluster" => Mode::Cluster,

@@ -846,7 +846,11 @@ async fn search_ids(client: &reqwest::Client, base: &str, token: &str, q: &str) 
         .unwrap();
     page["items"]
         .as_array()
-        .map(|a| a.iter().map(|h| h["item"]["id"].as_str().unwrap_or("").to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|h| h["item"]["id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -859,7 +863,9 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
     let (mut server, base) = serve(source.path(), &CHEAP_HASHING);
     let client = reqwest::Client::new();
     let (token, items_url) = sign_up_with_collection(&client, &base, "owner@backup.org").await;
-    let words = ["aardvark", "bison", "caracal", "dingo", "echidna", "fossa", "gharial", "hyrax"];
+    let words = [
+        "aardvark", "bison", "caracal", "dingo", "echidna", "fossa", "gharial", "hyrax",
+    ];
     let mut ids = Vec::new();
     for (i, word) in words.iter().enumerate() {
         let item: serde_json::Value = client
@@ -898,13 +904,19 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
     let first = restore(false);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let printed = String::from_utf8_lossy(&first.stdout);
-    assert!(printed.contains(&format!("search index rebuilt: {} items indexed", ids.len())), "{printed}");
+    assert!(
+        printed.contains(&format!("search index rebuilt: {} items indexed", ids.len())),
+        "{printed}"
+    );
     let again = restore(false);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
     assert!(restore(true).status.success());
 
-    let verify = atlas(target.path(), &CHEAP_HASHING).args(["audit", "verify"]).output().unwrap();
+    let verify = atlas(target.path(), &CHEAP_HASHING)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain OK"));
 
@@ -918,7 +930,9 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
         .json()
         .await
         .unwrap();
-    let token = login["access_token"].as_str().expect("the user logs in on the restored node");
+    let token = login["access_token"]
+        .as_str()
+        .expect("the user logs in on the restored node");
     for (id, word) in ids.iter().zip(words) {
         let item: serde_json::Value = client
             .get(format!("{base}/api/v1/items/{id}"))
@@ -930,7 +944,11 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
             .await
             .unwrap();
         assert_eq!(item["title"], format!("{word} notes"));
-        assert_eq!(search_ids(&client, &base, token, word).await, vec![id.clone()], "{word}");
+        assert_eq!(
+            search_ids(&client, &base, token, word).await,
+            vec![id.clone()],
+            "{word}"
+        );
     }
     stop(&mut restored);
 }
@@ -952,7 +970,11 @@ fn init_embedded_writes_a_config_that_serves() {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "{file}");
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{file}"
+            );
         }
         assert!(std::fs::read_to_string(&path).unwrap().len() >= 64, "{file}");
     }
@@ -965,10 +987,16 @@ fn init_embedded_writes_a_config_that_serves() {
     let secret = std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap();
     assert!(!shown.contains(secret.trim()), "the secret is redacted");
 
-    let again = atlas(dir.path(), &[]).args(["init", "--non-interactive"]).output().unwrap();
+    let again = atlas(dir.path(), &[])
+        .args(["init", "--non-interactive"])
+        .output()
+        .unwrap();
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; pass --force"));
-    assert_eq!(std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(), secret);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(),
+        secret
+    );
 
     // Interactive, over a pipe: mode, profile, bind, data dir.
     let mut child = atlas(dir.path(), &[])
@@ -987,7 +1015,10 @@ fn init_embedded_writes_a_config_that_serves() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("data directory [atlas-data]"));
-    assert_ne!(std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(), secret);
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(),
+        secret
+    );
 
     let (mut server, base) = serve(dir.path(), &[]);
     assert_eq!(http_status(&format!("{base}/ready")).unwrap(), 200);
@@ -1026,7 +1057,9 @@ async fn init_cluster_writes_a_production_config_that_serves() {
     });
     assert!(out.contains("cluster mode, profile production"), "{out}");
     assert_eq!(
-        std::fs::read_to_string(dir.path().join("secrets/database.url")).unwrap().trim(),
+        std::fs::read_to_string(dir.path().join("secrets/database.url"))
+            .unwrap()
+            .trim(),
         database.url
     );
     let env = [
@@ -1041,7 +1074,10 @@ async fn init_cluster_writes_a_production_config_that_serves() {
         c
     });
     assert!(shown.contains("profile = \"production\""), "{shown}");
-    assert!(shown.contains("broker = \"nats\"") || shown.contains("\"broker\":\"nats\""), "{shown}");
+    assert!(
+        shown.contains("broker = \"nats\"") || shown.contains("\"broker\":\"nats\""),
+        "{shown}"
+    );
     let migrated = stdout_of({
         let mut c = atlas(dir.path(), &env);
         c.args(["migrate", "up"]);

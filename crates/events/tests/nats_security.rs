@@ -211,9 +211,11 @@ async fn events_travel_over_tls_with_an_nkey_user() {
         return;
     };
     let recorder = Arc::new(Recorder(Mutex::new(Vec::new())));
-    let registry =
-        ModuleRegistry::from_modules(vec![Arc::new(EventsModule::default()), Arc::new(Fixture(recorder.clone()))])
-            .unwrap();
+    let registry = ModuleRegistry::from_modules(vec![
+        Arc::new(EventsModule::default()),
+        Arc::new(Fixture(recorder.clone())),
+    ])
+    .unwrap();
     let nats_settings = nats.settings();
     let Some(server) = TestServer::start(TestBackend::Postgres, registry, |s| {
         s.events.broker = Broker::Nats;
@@ -302,7 +304,16 @@ async fn wrong_credentials_or_ca_name_the_setting() {
         ..nats.settings()
     };
     let e = refusal(NatsLog::connect(&stranger).await);
-    assert!(matches!(e, NatsError::Credentials { setting: "events.nats.nkey_seed", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            NatsError::Credentials {
+                setting: "events.nats.nkey_seed",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("`events.nats.nkey_seed`"), "{e}");
 
     let wrong_password = NatsSettings {
@@ -327,6 +338,15 @@ async fn wrong_credentials_or_ca_name_the_setting() {
         ..nats.settings()
     };
     let e = refusal(NatsLog::connect(&wrong_ca).await);
-    assert!(matches!(e, NatsError::Tls { setting: "events.nats.tls_ca_file", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            NatsError::Tls {
+                setting: "events.nats.tls_ca_file",
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("`events.nats.tls_ca_file`"), "{e}");
 }

@@ -1013,7 +1013,10 @@ fn validate_nats_security(n: &NatsSettings) -> Result<(), ConfigError> {
     ] {
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::invalid(key, format!("{} is not a readable file", path.display())));
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
             }
         }
     }

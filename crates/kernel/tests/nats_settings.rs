@@ -60,7 +60,10 @@ fn nats_security_errors_name_the_key() {
         "events.nats.nkey_seed"
     );
     assert_eq!(
-        key_of(&[("ATLAS_EVENTS__NATS__NKEY_SEED", SEED), ("ATLAS_EVENTS__NATS__USER", "a")]),
+        key_of(&[
+            ("ATLAS_EVENTS__NATS__NKEY_SEED", SEED),
+            ("ATLAS_EVENTS__NATS__USER", "a")
+        ]),
         "events.nats.nkey_seed"
     );
     assert_eq!(key_of(&[("ATLAS_EVENTS__NATS__USER", "a")]), "events.nats.password");

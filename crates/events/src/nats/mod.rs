@@ -196,11 +196,13 @@ fn connect_options(settings: &NatsSettings) -> Result<async_nats::ConnectOptions
         options = options.nkey(seed.expose().trim().to_string());
     } else if let Some(creds) = &settings.creds {
         let setting = settings.auth_setting().unwrap_or("events.nats.creds");
-        options = options.credentials(creds.expose()).map_err(|e| NatsError::Credentials {
-            url: settings.url.clone(),
-            setting,
-            message: format!("not a NATS credentials file: {e}"),
-        })?;
+        options = options
+            .credentials(creds.expose())
+            .map_err(|e| NatsError::Credentials {
+                url: settings.url.clone(),
+                setting,
+                message: format!("not a NATS credentials file: {e}"),
+            })?;
     } else if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
         options = options.user_and_password(user.clone(), password.expose().to_string());
     }
@@ -215,7 +217,9 @@ fn connect_error(settings: &NatsSettings, error: async_nats::ConnectError) -> Na
     match error.kind() {
         Kind::AuthorizationViolation | Kind::Authentication => NatsError::Credentials {
             url,
-            setting: settings.auth_setting().unwrap_or("events.nats.user"),
+            setting: settings
+                .auth_setting()
+                .unwrap_or("events.nats.nkey_seed` | `events.nats.user` | `events.nats.creds"),
             message: if settings.auth_setting().is_none() {
                 format!("{message} (the server requires authentication; none is configured)")
             } else {
@@ -239,7 +243,8 @@ fn connect_error(settings: &NatsSettings, error: async_nats::ConnectError) -> Na
 
 fn is_tls_failure(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
-    ["certificate", "tls", "handshake", "peer", "alert"]
+    // "corrupt message": the server answered a TLS hello in plain text.
+    ["certificate", "tls", "handshake", "peer", "alert", "corrupt message"]
         .iter()
         .any(|w| m.contains(w))
 }

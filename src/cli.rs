@@ -78,6 +78,24 @@ enum Command {
         #[command(subcommand)]
         command: SearchCommand,
     },
+    /// Write atlas.toml and generated secrets for a new deployment
+    /// (asks for each answer unless --non-interactive).
+    Init(crate::init::InitArgs),
+    /// Back up an embedded deployment (database snapshot and generated
+    /// secrets) to one .tar.gz file while it runs.
+    Backup {
+        /// The archive to write; must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory and rebuild the search
+    /// index (stop any server using that directory first).
+    Restore {
+        file: PathBuf,
+        /// Replace the database, secrets and index of a non-empty data directory.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage users.
     #[cfg(feature = "identity")]
     User {
@@ -483,6 +501,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             db.close().await;
             result.map_err(Into::into)
+        }
+        Command::Init(args) => crate::init::run(args, cli.profile.as_deref()),
+        Command::Backup { out } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            crate::backup::run_backup(&settings, out).await
+        }
+        Command::Restore { file, force } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            crate::backup::run_restore(&settings, file, *force).await
         }
         #[cfg(feature = "identity")]
         Command::User { command } => {

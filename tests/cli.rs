@@ -34,6 +34,58 @@ fn version_and_help() {
     assert_eq!(v.trim(), format!("atlas {}", env!("CARGO_PKG_VERSION")));
 }
 
+#[test]
+fn rules_check_places_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "- name: tag-rust\n  on: [ItemCreated]\n  when: 'event.data.title.lowerAscii().contains(\"rust\")'\n  do:\n    - add_tags: [rust]\n    - enqueue_job: {type: ENRICH_URL, payload: {item_id: '${event.entity.id}'}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "- name: a\n  on: [ItemCreated]\n  when: 'event.data.title =='\n  do: [{add_tags: [x]}]\n- name: b\n  on: [ItemCreated]\n  whne: 'true'\n  do: [{enqueue_job: {type: NOPE}}]\n",
+    )
+    .unwrap();
+    let ok = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["rules", "check", "good.yaml"]);
+        c
+    });
+    assert_eq!(ok.trim(), "1 file(s): valid");
+    let out = atlas(dir.path(), &[])
+        .args(["rules", "check", "good.yaml", "bad.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("bad.yaml:3:9: CEL:"), "{stdout}");
+    assert!(lines[1].starts_with("bad.yaml:7:3: unknown field `whne`"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 problem(s) in 1 of 2 file(s)"));
+    // A collection's rules may not start administrators' jobs.
+    std::fs::write(
+        dir.path().join("admin.yaml"),
+        "name: n\non: ItemCreated\ndo: [{enqueue_job: {type: NOOP}}]\n",
+    )
+    .unwrap();
+    stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["rules", "check", "admin.yaml"]);
+        c
+    });
+    let out = atlas(dir.path(), &[])
+        .args(["rules", "check", "--collection", "admin.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("admin.yaml:3:6: the job type `NOOP` is for administrators"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 async fn migrate_plan_and_up(backend: TestBackend) {
     let Some(db) = TestDatabase::new(backend).await else {
         return;

@@ -123,17 +123,20 @@ pub struct Firing<'a> {
     pub depth: u32,
 }
 
-/// The rules that fire for `event`, after the chain guards: nothing past
-/// the depth limit, and no rule on the change its own action caused.
+/// The rules that fire for `event` among those `wanted` (the engine wants
+/// rules with actions other than webhooks, the dispatcher rules with
+/// webhooks), after the chain guards: nothing past the depth limit, and no
+/// rule on the change its own action caused.
 pub async fn fired(
     book: &RuleBook,
     firings: &Firings,
     max_depth: u32,
     event: &Value,
+    wanted: fn(&Rule) -> bool,
 ) -> Result<(Vec<Arc<Rule>>, Chain), ModuleError> {
     let event_type = event.get("type").and_then(Value::as_str).unwrap_or_default();
     let mut rules = book.for_event(event).await?;
-    rules.retain(|r| r.reacts_to(event_type));
+    rules.retain(|r| r.reacts_to(event_type) && wanted(r));
     if rules.is_empty() {
         return Ok((Vec::new(), Chain::default()));
     }
@@ -194,7 +197,8 @@ impl Consumer for RulesEngine {
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
-        let (rules, chain) = fired(&self.book, &self.firings, self.max_depth, event).await?;
+        let wanted = |r: &Rule| r.actions.iter().any(|a| !matches!(a, Action::Webhook { .. }));
+        let (rules, chain) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
         for rule in rules {
             self.run(&rule, event, chain.depth).await?;
         }

@@ -34,7 +34,7 @@ use utoipa::ToSchema;
 
 use crate::book::RuleBook;
 use crate::engine::{fired, Firings};
-use crate::rule::{Action, Origin, SecretSource};
+use crate::rule::{Action, Origin, Rule, SecretSource};
 
 /// The Standard Webhooks signature of one message.
 pub fn sign(secret: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
@@ -140,7 +140,8 @@ impl Consumer for WebhookDispatcher {
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
-        let (rules, _) = fired(&self.book, &self.firings, self.max_depth, event).await?;
+        let wanted = |r: &Rule| r.actions.iter().any(|a| matches!(a, Action::Webhook { .. }));
+        let (rules, _) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or_default();
         let mut retry = Vec::new();
         for rule in rules {

@@ -89,7 +89,11 @@ impl GroupCommit {
             conn(&mut guard).execute("SAVEPOINT atlas_writer").await?;
             true
         } else {
-            conn(&mut guard).execute("BEGIN").await?;
+            // IMMEDIATE takes the write lock now, waiting up to the busy
+            // timeout for another process's writer (a CLI command next to a
+            // running server); a deferred BEGIN would fail with "database
+            // is locked" at its first write instead, without waiting.
+            conn(&mut guard).execute("BEGIN IMMEDIATE").await?;
             guard.open = true;
             guard.generation += 1;
             false

@@ -288,3 +288,41 @@ async fn background_work_is_not_starved_by_a_full_main_pool() {
     drop(held);
     db.close().await;
 }
+
+/// Two processes' worth of writers on one SQLite file (a CLI command next to
+/// a running server): each reads, then writes, in a transaction. They wait
+/// for each other instead of failing with "database is locked". (SQLite
+/// only: on PostgreSQL such read-then-insert races are the application's to
+/// avoid, as everywhere else.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writers_of_two_sqlite_databases_wait_for_each_other() {
+    let Some((test_db, first)) = setup(TestBackend::Sqlite).await else {
+        return;
+    };
+    let second = test_db.connect().await;
+    let mut tasks = Vec::new();
+    for (n, db) in [first.clone(), second.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50i64 {
+                let mut tx = db.begin().await?;
+                let next: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM notes")
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .get(0);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                    .bind(next)
+                    .bind(format!("writer {n}, note {i}"))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("no writer fails");
+    }
+    assert_eq!(count(&first).await, 100);
+    second.close().await;
+}

@@ -17,3 +17,5 @@ use atlas_jobs as _;
 use atlas_realtime as _;
 #[cfg(feature = "search")]
 use atlas_search as _;
+#[cfg(feature = "ui")]
+use atlas_ui as _;

@@ -23,7 +23,7 @@ const raw = bin
 const doc = JSON.parse(raw);
 
 writeFileSync(resolve(out, "openapi.json"), JSON.stringify(doc, null, 2) + "\n");
-const ast = await openapiTS(doc, { alphabetize: true });
+const ast = await openapiTS(doc, { alphabetize: true, emptyObjectsUnknown: true });
 const header = "// Generated from the Atlas OpenAPI document by web/scripts/generate-client.mjs. Do not edit.\n\n";
 writeFileSync(resolve(out, "src/schema.d.ts"), header + astToString(ast));
 console.log(`clients/typescript: ${Object.keys(doc.paths ?? {}).length} paths`);

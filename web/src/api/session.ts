@@ -34,9 +34,9 @@ const EARLY_MS = 30_000;
 export const noLock: Lock = (task) => task();
 
 /** The Web Locks API where present (every current browser), else no lock. */
-export const browserLock: Lock = (task) =>
+export const browserLock: Lock = <T,>(task: () => Promise<T>) =>
   typeof navigator !== "undefined" && navigator.locks
-    ? navigator.locks.request("atlas-session-refresh", task)
+    ? (navigator.locks.request("atlas-session-refresh", task) as Promise<T>)
     : task();
 
 export class Session {

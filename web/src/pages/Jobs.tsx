@@ -127,7 +127,7 @@ export function JobsPage() {
                     {j.type}
                     {typeof j.payload?.item_id === "string" && (
                       <div className="small">
-                        <Link to={`/items/${j.payload.item_id}`}>item</Link>
+                        <Link to={`/items/${j.payload.item_id}`}>open the item</Link>
                       </div>
                     )}
                   </td>

@@ -80,7 +80,7 @@ try {
   step("add an item with tags and see it in the list");
   await alice.getByText("Add an item").click();
   const form = alice.getByRole("form", { name: "New item" });
-  await form.getByLabel("Title").fill("Rust async book");
+  await form.getByLabel("Title", { exact: true }).fill("Rust async book");
   await form.getByLabel("Source URL").fill(pages.url);
   await form.getByLabel("Tags").fill("Rust, async");
   await form.getByLabel("Body").fill("How futures and executors cooperate in Rust.");
@@ -93,7 +93,7 @@ try {
   step("edit it");
   await list.getByRole("link", { name: "Rust async book" }).click();
   await alice.getByRole("link", { name: "Edit" }).click();
-  await alice.getByLabel("Title").fill("Rust async book, second edition");
+  await alice.getByLabel("Title", { exact: true }).fill("Rust async book, second edition");
   await check(alice, "05-item-editor");
   await alice.getByRole("button", { name: "Save" }).click();
   await alice.getByRole("heading", { name: "Rust async book, second edition" }).waitFor();
@@ -139,7 +139,7 @@ try {
 
   step("the viewer's direct write attempt shows the server's 403 message");
   await bob.goto(itemUrl + "/edit");
-  await bob.getByLabel("Title").fill("Bob was here");
+  await bob.getByLabel("Title", { exact: true }).fill("Bob was here");
   const refused = bob.waitForResponse((r) => r.request().method() === "PATCH");
   await bob.getByRole("button", { name: "Save" }).click();
   const response = await refused;
@@ -154,7 +154,7 @@ try {
   await bob.locator(".live-open").waitFor();
   await alice.goto(collectionUrl);
   await alice.getByText("Add an item").click();
-  await alice.getByRole("form", { name: "New item" }).getByLabel("Title").fill("Appears live");
+  await alice.getByRole("form", { name: "New item" }).getByLabel("Title", { exact: true }).fill("Appears live");
   await alice.getByRole("form", { name: "New item" }).getByRole("button", { name: "Add item" }).click();
   await bob.getByRole("list", { name: "Items" }).getByRole("link", { name: "Appears live" }).waitFor();
 
@@ -174,13 +174,43 @@ try {
   await alice.getByRole("heading", { name: /ITEM_INTAKE/ }).locator(".badge-succeeded").waitFor({ timeout: 30_000 });
   await check(alice, "12-workflow");
 
+  step("an edit that crossed another one offers reload or overwrite");
+  const second = await alice.context().newPage();
+  second.setDefaultTimeout(TIMEOUT);
+  await alice.goto(itemUrl + "/edit");
+  await alice.getByLabel("Title", { exact: true }).waitFor();
+  await second.goto(itemUrl + "/edit");
+  await second.getByLabel("Body").fill("Changed in another tab.");
+  await second.getByRole("button", { name: "Save" }).click();
+  await second.waitForURL(itemUrl);
+  await second.close();
+  await alice.getByLabel("Tags").fill("rust, async, books");
+  await alice.getByRole("button", { name: "Save" }).click();
+  await alice.getByRole("alert").filter({ hasText: "changed elsewhere" }).waitFor();
+  await check(alice, "13-conflict");
+  await alice.getByRole("button", { name: "Overwrite" }).click();
+  await alice.waitForURL(itemUrl);
+  await alice.locator(".tags").getByText("books").waitFor();
+
   step("the audit viewer lists these actions");
   await alice.goto("/audit");
   const audit = alice.getByRole("table", { name: "Audit rows" });
   for (const type of ["CollectionCreated", "ItemCreated", "ItemUpdated", "MembershipAdded"]) {
     await audit.getByRole("cell", { name: type, exact: true }).first().waitFor({ timeout: 20_000 });
   }
-  await check(alice, "13-audit");
+  await check(alice, "14-audit");
+
+  step("an administrator sees the audit chain verified");
+  await atlas.createAdmin("admin@example.org", "correct horse battery");
+  const admin = await (await newContext()).newPage();
+  admin.setDefaultTimeout(TIMEOUT);
+  await admin.goto("/signin?next=%2Faudit");
+  await admin.getByLabel("Email").fill("admin@example.org");
+  await admin.getByLabel("Password").fill("correct horse battery");
+  await admin.getByRole("button", { name: "Sign in" }).click();
+  await admin.waitForURL(/\/audit$/);
+  await admin.getByText(/Hash chain verified: \d+ rows intact/).waitFor({ timeout: 20_000 });
+  await check(admin, "15-audit-admin");
 
   step("dashboard and narrow screens");
   await alice.goto("/");
@@ -189,7 +219,7 @@ try {
   await alice.setViewportSize({ width: 375, height: 740 });
   await alice.goto(collectionUrl);
   await alice.getByRole("link", { name: /second edition/ }).waitFor();
-  await check(alice, "14-collection-375px");
+  await check(alice, "16-collection-375px");
   const overflow = await alice.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no horizontal scrolling at 375 px (overflow ${overflow}px)`);
 

@@ -23,9 +23,7 @@ export async function startAtlas({ quiet = true } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "atlas-e2e-"));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = spawn(bin, ["serve", "--bind", `127.0.0.1:${port}`], {
-    cwd: dir,
-    env: {
+  const env = {
       PATH: process.env.PATH,
       ATLAS_JOBS__ENRICH_ALLOW_NETWORKS: '["127.0.0.1"]',
       ATLAS_JOBS__POLL_INTERVAL_MS: "100",
@@ -33,7 +31,10 @@ export async function startAtlas({ quiet = true } = {}) {
       ATLAS_AUTH__ARGON2_ITERATIONS: "1",
       ATLAS_SERVER__RATE_LIMIT_PER_SECOND: "0",
       RUST_LOG: process.env.RUST_LOG ?? "warn",
-    },
+  };
+  const child = spawn(bin, ["serve", "--bind", `127.0.0.1:${port}`], {
+    cwd: dir,
+    env,
     stdio: ["ignore", quiet ? "ignore" : "inherit", "inherit"],
   });
   const exited = new Promise((r) => child.on("exit", r));
@@ -51,6 +52,13 @@ export async function startAtlas({ quiet = true } = {}) {
   return {
     url,
     dir,
+    /** `atlas user create EMAIL --admin` on this data directory. */
+    async createAdmin(email, password) {
+      const cli = spawn(bin, ["user", "create", email, "--admin"], { cwd: dir, env, stdio: ["pipe", "ignore", "inherit"] });
+      cli.stdin.end(password + "\n");
+      const code = await new Promise((r) => cli.on("exit", r));
+      if (code !== 0) throw new Error(`atlas user create exited with ${code}`);
+    },
     async stop() {
       child.kill("SIGTERM");
       await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);

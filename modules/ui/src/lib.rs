@@ -2,6 +2,11 @@
 //! needs no Node), embedded in the binary and served at the root for every
 //! path outside `/api/` that no other route takes.
 //!
+//! `build.rs` gzips every file at build time and only the compressed bytes
+//! are embedded; they are sent as they are with `Content-Encoding: gzip`.
+//! A request whose `Accept-Encoding` refuses gzip gets 406 (every browser
+//! accepts it, and a request without the header accepts any coding).
+//!
 //! - `/assets/*` are content-hashed by the bundler: cached for a year,
 //!   `immutable`. A missing one is a 404, never the page, so a stale
 //!   reference fails loudly instead of parsing HTML as a script.
@@ -21,12 +26,26 @@ use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use rust_embed::{EmbeddedFile, RustEmbed};
 
-/// The bundler's output, embedded at compile time.
-#[derive(RustEmbed)]
-#[folder = "../../web/dist"]
-struct Dist;
+/// One file of the build, as `build.rs` embedded it.
+struct Asset {
+    /// Relative to `web/dist`, `/`-separated.
+    path: &'static str,
+    content_type: &'static str,
+    /// Quoted; from the CRC-32 and length of the uncompressed file.
+    etag: &'static str,
+    gzip: &'static [u8],
+}
+
+/// Every file of `web/dist`, sorted by path.
+static ASSETS: &[Asset] = include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+
+fn asset(path: &str) -> Option<&'static Asset> {
+    ASSETS
+        .binary_search_by(|a| a.path.cmp(path))
+        .ok()
+        .and_then(|i| ASSETS.get(i))
+}
 
 /// The page every client-side route is served.
 const INDEX: &str = "index.html";
@@ -76,26 +95,32 @@ async fn serve(method: Method, uri: Uri, headers: HeaderMap) -> Response {
         return ApiError::NotFound("no route matches this path".into()).into_response();
     }
     let path = uri.path().trim_start_matches('/');
-    let (name, file) = match Dist::get(path).filter(|_| !path.is_empty()) {
-        Some(file) => (path, file),
+    let file = match asset(path).filter(|_| !path.is_empty()) {
+        Some(file) => file,
         None if path.starts_with(HASHED_PREFIX) => {
             return ApiError::NotFound("no such asset".into()).into_response();
         }
-        None => match Dist::get(INDEX) {
-            Some(file) => (INDEX, file),
+        None => match asset(INDEX) {
+            Some(file) => file,
             None => return ApiError::NotFound("this build has no web UI".into()).into_response(),
         },
     };
-    respond(name, file, &headers, method == Method::HEAD)
+    if !accepts_gzip(&headers) {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "the web UI is only available gzip-encoded; send Accept-Encoding: gzip",
+        )
+            .into_response();
+    }
+    respond(file, &headers, method == Method::HEAD)
 }
 
-fn respond(name: &str, file: EmbeddedFile, request: &HeaderMap, head_only: bool) -> Response {
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..16]));
+fn respond(file: &'static Asset, request: &HeaderMap, head_only: bool) -> Response {
     let not_modified = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == etag));
-    let cache = if name.starts_with(HASHED_PREFIX) {
+        .is_some_and(|v| v.split(',').any(|tag| tag.trim() == file.etag));
+    let cache = if file.path.starts_with(HASHED_PREFIX) {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
@@ -105,16 +130,16 @@ fn respond(name: &str, file: EmbeddedFile, request: &HeaderMap, head_only: bool)
     } else if head_only {
         (StatusCode::OK, Body::empty())
     } else {
-        (StatusCode::OK, Body::from(file.data.into_owned()))
+        (StatusCode::OK, Body::from(file.gzip))
     };
     let mut response = (status, body).into_response();
     let out = response.headers_mut();
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        out.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&content_type(file.metadata.mimetype())) {
-        out.insert(header::CONTENT_TYPE, v);
+    out.insert(header::ETAG, HeaderValue::from_static(file.etag));
+    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if status == StatusCode::OK {
+        out.insert(header::CONTENT_TYPE, HeaderValue::from_static(file.content_type));
+        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
     for (name, value) in SECURITY_HEADERS {
         out.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
@@ -122,15 +147,33 @@ fn respond(name: &str, file: EmbeddedFile, request: &HeaderMap, head_only: bool)
     response
 }
 
-/// The bundler writes UTF-8; say so for text, so no browser guesses.
-fn content_type(mime: &str) -> String {
-    if mime.starts_with("text/") || mime == "image/svg+xml" {
-        format!("{mime}; charset=utf-8")
-    } else {
-        mime.to_string()
+/// Whether `Accept-Encoding` allows gzip (RFC 9110 §12.5.3): absent means
+/// any coding; otherwise `gzip` or `*` must be listed without `q=0`.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut listed = false;
+    let mut gzip: Option<bool> = None;
+    let mut any: Option<bool> = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else { continue };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            if coding.is_empty() {
+                continue;
+            }
+            listed = true;
+            let refused = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            match coding.as_str() {
+                "gzip" | "x-gzip" => gzip = Some(!refused),
+                "*" => any = Some(!refused),
+                _ => {}
+            }
+        }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    !listed || gzip.or(any).unwrap_or(false)
 }

@@ -6,6 +6,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
 use axum::Router;
+use std::io::Read;
 use tower::ServiceExt;
 
 fn app() -> Router {
@@ -17,14 +18,27 @@ fn app() -> Router {
 
 async fn send(method: Method, uri: &str, headers: &[(&str, &str)]) -> Response {
     let mut req = Request::builder().method(method).uri(uri);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept-encoding")) {
+        req = req.header(header::ACCEPT_ENCODING, "gzip, deflate, br");
+    }
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
     app().oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
 }
 
+/// The body, gunzipped when the response says it is gzip-encoded.
 async fn text(response: Response) -> String {
-    String::from_utf8(to_bytes(response.into_body(), 1 << 24).await.unwrap().to_vec()).unwrap()
+    let gzipped = header(&response, "content-encoding") == "gzip";
+    let bytes = to_bytes(response.into_body(), 1 << 24).await.unwrap().to_vec();
+    if !gzipped {
+        return String::from_utf8(bytes).unwrap();
+    }
+    let mut out = String::new();
+    flate2::read::GzDecoder::new(&bytes[..])
+        .read_to_string(&mut out)
+        .unwrap();
+    out
 }
 
 fn header<'a>(response: &'a Response, name: &str) -> &'a str {
@@ -90,4 +104,39 @@ async fn a_revalidated_page_is_not_sent_again() {
     let again = send(Method::GET, "/", &[(header::IF_NONE_MATCH.as_str(), &etag)]).await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert!(text(again).await.is_empty());
+}
+
+#[tokio::test]
+async fn files_go_out_gzipped_unless_the_client_refuses_gzip() {
+    let response = send(Method::GET, "/", &[]).await;
+    assert_eq!(header(&response, "content-encoding"), "gzip");
+    assert_eq!(header(&response, "vary"), "accept-encoding");
+
+    let no_header = app()
+        .oneshot(Request::get("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        no_header.status(),
+        StatusCode::OK,
+        "no Accept-Encoding means any coding"
+    );
+    assert_eq!(header(&no_header, "content-encoding"), "gzip");
+
+    for refusal in ["identity", "gzip;q=0, identity", "br", "*;q=0"] {
+        let response = send(Method::GET, "/", &[("accept-encoding", refusal)]).await;
+        assert_eq!(response.status(), StatusCode::NOT_ACCEPTABLE, "{refusal}");
+    }
+    for acceptance in ["*", "br, gzip;q=0.5", "GZIP", "x-gzip"] {
+        let response = send(Method::GET, "/", &[("accept-encoding", acceptance)]).await;
+        assert_eq!(response.status(), StatusCode::OK, "{acceptance}");
+    }
+}
+
+#[tokio::test]
+async fn a_head_request_gets_the_headers_only() {
+    let response = send(Method::HEAD, "/", &[]).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "cache-control"), "no-cache");
+    assert!(to_bytes(response.into_body(), 1 << 20).await.unwrap().is_empty());
 }

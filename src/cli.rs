@@ -66,11 +66,35 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Rules: check rule files.
+    #[cfg(feature = "rules")]
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
     /// The search index of this node.
     #[cfg(feature = "search")]
     Search {
         #[command(subcommand)]
         command: SearchCommand,
+    },
+    /// Write atlas.toml and generated secrets for a new deployment
+    /// (asks for each answer unless --non-interactive).
+    Init(crate::init::InitArgs),
+    /// Back up an embedded deployment (database snapshot and generated
+    /// secrets) to one .tar.gz file while it runs.
+    Backup {
+        /// The archive to write; must not exist.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty data directory and rebuild the search
+    /// index (stop any server using that directory first).
+    Restore {
+        file: PathBuf,
+        /// Replace the database, secrets and index of a non-empty data directory.
+        #[arg(long)]
+        force: bool,
     },
     /// Manage users.
     #[cfg(feature = "identity")]
@@ -128,6 +152,23 @@ enum EventsCommand {
         /// Only events of this type, e.g. ItemCreated.
         #[arg(long = "type")]
         event_type: Option<String>,
+    },
+}
+
+#[cfg(feature = "rules")]
+#[derive(Subcommand, Debug)]
+enum RulesCommand {
+    /// Check rule files as the server loads them: YAML, fields, event
+    /// types, CEL conditions, templates, job and workflow types. Prints each
+    /// problem as `FILE:LINE:COLUMN: message`; exit status 1 when there is one.
+    Check {
+        /// Rule files (YAML: one rule or a list).
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+        /// Check as a collection's rules (item jobs only; webhook secrets
+        /// limited to `rules.collection_secret_envs`).
+        #[arg(long)]
+        collection: bool,
     },
 }
 
@@ -409,6 +450,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             db.close().await;
             result
         }
+        #[cfg(feature = "rules")]
+        Command::Rules {
+            command: RulesCommand::Check { files, collection },
+        } => {
+            let secret_envs = if *collection {
+                load_settings(&cli, Vec::new())?.rules.collection_secret_envs
+            } else {
+                Vec::new()
+            };
+            let failed = atlas_rules::check_files(files, *collection, &secret_envs);
+            for (file, issues) in &failed {
+                for i in issues {
+                    println!("{file}:{}:{}: {}", i.line, i.column, i.message);
+                }
+            }
+            let problems: usize = failed.iter().map(|(_, i)| i.len()).sum();
+            if problems > 0 {
+                bail!("{problems} problem(s) in {} of {} file(s)", failed.len(), files.len());
+            }
+            println!("{} file(s): valid", files.len());
+            Ok(())
+        }
         #[cfg(feature = "search")]
         Command::Search {
             command: SearchCommand::Reindex { collection },
@@ -438,6 +501,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             db.close().await;
             result.map_err(Into::into)
+        }
+        Command::Init(args) => crate::init::run(args, cli.profile.as_deref()),
+        Command::Backup { out } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            crate::backup::run_backup(&settings, out).await
+        }
+        Command::Restore { file, force } => {
+            let settings = load_settings(&cli, Vec::new())?;
+            init_cli_logging();
+            crate::backup::run_restore(&settings, file, *force).await
         }
         #[cfg(feature = "identity")]
         Command::User { command } => {

@@ -2,5 +2,7 @@
 //! binary that links further modules (the crash-test fixture in
 //! `examples/crash-fixture`) runs the very same commands.
 
+mod backup;
 pub mod cli;
+mod init;
 mod modules;

@@ -15,6 +15,8 @@ use atlas_items as _;
 use atlas_jobs as _;
 #[cfg(feature = "realtime")]
 use atlas_realtime as _;
+#[cfg(feature = "rules")]
+use atlas_rules as _;
 #[cfg(feature = "search")]
 use atlas_search as _;
 #[cfg(feature = "ui")]

@@ -34,6 +34,58 @@ fn version_and_help() {
     assert_eq!(v.trim(), format!("atlas {}", env!("CARGO_PKG_VERSION")));
 }
 
+#[test]
+fn rules_check_places_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("good.yaml"),
+        "- name: tag-rust\n  on: [ItemCreated]\n  when: 'event.data.title.lowerAscii().contains(\"rust\")'\n  do:\n    - add_tags: [rust]\n    - enqueue_job: {type: ENRICH_URL, payload: {item_id: '${event.entity.id}'}}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "- name: a\n  on: [ItemCreated]\n  when: 'event.data.title =='\n  do: [{add_tags: [x]}]\n- name: b\n  on: [ItemCreated]\n  whne: 'true'\n  do: [{enqueue_job: {type: NOPE}}]\n",
+    )
+    .unwrap();
+    let ok = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["rules", "check", "good.yaml"]);
+        c
+    });
+    assert_eq!(ok.trim(), "1 file(s): valid");
+    let out = atlas(dir.path(), &[])
+        .args(["rules", "check", "good.yaml", "bad.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with("bad.yaml:3:9: CEL:"), "{stdout}");
+    assert!(lines[1].starts_with("bad.yaml:7:3: unknown field `whne`"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 problem(s) in 1 of 2 file(s)"));
+    // A collection's rules may not start administrators' jobs.
+    std::fs::write(
+        dir.path().join("admin.yaml"),
+        "name: n\non: ItemCreated\ndo: [{enqueue_job: {type: NOOP}}]\n",
+    )
+    .unwrap();
+    stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["rules", "check", "admin.yaml"]);
+        c
+    });
+    let out = atlas(dir.path(), &[])
+        .args(["rules", "check", "--collection", "admin.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("admin.yaml:3:6: the job type `NOOP` is for administrators"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 async fn migrate_plan_and_up(backend: TestBackend) {
     let Some(db) = TestDatabase::new(backend).await else {
         return;
@@ -825,4 +877,266 @@ fn search_reindex_rebuilds_the_index() {
     ]);
     let out = stdout_of(cmd);
     assert!(out.contains("re-indexed 0 items"), "{out}");
+}
+
+const CHEAP_HASHING: [(&str, &str); 3] = [
+    ("ATLAS_AUTH__ARGON2_MEMORY_KIB", "256"),
+    ("ATLAS_AUTH__ARGON2_ITERATIONS", "1"),
+    ("ATLAS_SERVER__RATE_LIMIT_PER_SECOND", "0"),
+];
+
+/// The ids of the items a search for `q` finds.
+async fn search_ids(client: &reqwest::Client, base: &str, token: &str, q: &str) -> Vec<String> {
+    let page: serde_json::Value = client
+        .get(format!("{base}/api/v1/search/items?q={q}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    page["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|h| h["item"]["id"].as_str().unwrap_or("").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `atlas backup` of a running embedded server, `atlas restore` into a fresh
+/// directory: the audit chain verifies there and every item is readable and
+/// searchable with the same login.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_restore_round_trip_keeps_items_search_and_audit() {
+    let source = tempfile::tempdir().unwrap();
+    let (mut server, base) = serve(source.path(), &CHEAP_HASHING);
+    let client = reqwest::Client::new();
+    let (token, items_url) = sign_up_with_collection(&client, &base, "owner@backup.org").await;
+    let words = [
+        "aardvark", "bison", "caracal", "dingo", "echidna", "fossa", "gharial", "hyrax",
+    ];
+    let mut ids = Vec::new();
+    for (i, word) in words.iter().enumerate() {
+        let item: serde_json::Value = client
+            .post(&items_url)
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"title": format!("{word} notes"), "body": format!("field notes number {i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(item["id"].as_str().unwrap().to_string());
+    }
+    // Backed up while the server runs; the audit sink and indexer may still
+    // be behind, which the restore must not care about.
+    let archive = source.path().join("atlas-backup.tar.gz");
+    let out = stdout_of({
+        let mut c = atlas(source.path(), &CHEAP_HASHING);
+        c.args(["backup", "--out", archive.to_str().unwrap()]);
+        c
+    });
+    assert!(out.contains("backup written to"), "{out}");
+    assert!(out.contains("audit-signing.key"), "{out}");
+    stop(&mut server);
+
+    let target = tempfile::tempdir().unwrap();
+    let restore = |force: bool| {
+        let mut c = atlas(target.path(), &CHEAP_HASHING);
+        c.args(["restore", archive.to_str().unwrap()]);
+        if force {
+            c.arg("--force");
+        }
+        c.output().unwrap()
+    };
+    let first = restore(false);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let printed = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        printed.contains(&format!("search index rebuilt: {} items indexed", ids.len())),
+        "{printed}"
+    );
+    let again = restore(false);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    assert!(restore(true).status.success());
+
+    let verify = atlas(target.path(), &CHEAP_HASHING)
+        .args(["audit", "verify"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain OK"));
+
+    let (mut restored, base) = serve(target.path(), &CHEAP_HASHING);
+    let login: serde_json::Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"email": "owner@backup.org", "password": "password-123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"]
+        .as_str()
+        .expect("the user logs in on the restored node");
+    for (id, word) in ids.iter().zip(words) {
+        let item: serde_json::Value = client
+            .get(format!("{base}/api/v1/items/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(item["title"], format!("{word} notes"));
+        assert_eq!(
+            search_ids(&client, &base, token, word).await,
+            vec![id.clone()],
+            "{word}"
+        );
+    }
+    stop(&mut restored);
+}
+
+/// `atlas init` for an embedded deployment, with flags and by answering its
+/// questions: the config passes `config show` and serves; a second init is
+/// refused without `--force`.
+#[test]
+fn init_embedded_writes_a_config_that_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["init", "--non-interactive", "--bind", "127.0.0.1:9999"]);
+        c
+    });
+    assert!(out.contains("embedded mode, profile local"), "{out}");
+    for file in ["secrets/jwt.secret", "secrets/audit-signing.key"] {
+        let path = dir.path().join(file);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{file}"
+            );
+        }
+        assert!(std::fs::read_to_string(&path).unwrap().len() >= 64, "{file}");
+    }
+    let shown = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["config", "show"]);
+        c
+    });
+    assert!(shown.contains("bind = \"127.0.0.1:9999\""), "{shown}");
+    let secret = std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap();
+    assert!(!shown.contains(secret.trim()), "the secret is redacted");
+
+    let again = atlas(dir.path(), &[])
+        .args(["init", "--non-interactive"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; pass --force"));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(),
+        secret
+    );
+
+    // Interactive, over a pipe: mode, profile, bind, data dir.
+    let mut child = atlas(dir.path(), &[])
+        .args(["init", "--force"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"embedded\n\n127.0.0.1:9998\nmy-data\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data directory [atlas-data]"));
+    assert_ne!(
+        std::fs::read_to_string(dir.path().join("secrets/jwt.secret")).unwrap(),
+        secret
+    );
+
+    let (mut server, base) = serve(dir.path(), &[]);
+    assert_eq!(http_status(&format!("{base}/ready")).unwrap(), 200);
+    stop(&mut server);
+    assert!(dir.path().join("my-data/atlas.db").exists());
+    assert!(
+        !dir.path().join("my-data/audit-signing.key").exists(),
+        "the configured key is used, none generated"
+    );
+}
+
+/// `atlas init --mode cluster`: production profile on PostgreSQL and NATS;
+/// after `migrate up` an api process serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_cluster_writes_a_production_config_that_serves() {
+    let Some(database) = TestDatabase::new(TestBackend::Postgres).await else {
+        return;
+    };
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args([
+            "init",
+            "--non-interactive",
+            "--mode",
+            "cluster",
+            "--database-url",
+            &database.url,
+            "--nats-url",
+            &nats.url,
+        ]);
+        c
+    });
+    assert!(out.contains("cluster mode, profile production"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("secrets/database.url"))
+            .unwrap()
+            .trim(),
+        database.url
+    );
+    let env = [
+        ("ATLAS_EVENTS__NATS__STREAM", nats.stream.as_str()),
+        ("ATLAS_EVENTS__NATS__DLQ_STREAM", nats.dlq_stream.as_str()),
+        ("ATLAS_EVENTS__NATS__SUBJECT_PREFIX", nats.subject_prefix.as_str()),
+        ("ATLAS_EVENTS__NATS__STORAGE", "memory"),
+    ];
+    let shown = stdout_of({
+        let mut c = atlas(dir.path(), &env);
+        c.args(["config", "show"]);
+        c
+    });
+    assert!(shown.contains("profile = \"production\""), "{shown}");
+    assert!(
+        shown.contains("broker = \"nats\"") || shown.contains("\"broker\":\"nats\""),
+        "{shown}"
+    );
+    let migrated = stdout_of({
+        let mut c = atlas(dir.path(), &env);
+        c.args(["migrate", "up"]);
+        c
+    });
+    assert!(migrated.contains("applied"), "{migrated}");
+    let (mut server, base) = serve(dir.path(), &env);
+    assert_eq!(http_status(&format!("{base}/ready")).unwrap(), 200);
+    stop(&mut server);
 }

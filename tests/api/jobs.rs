@@ -16,6 +16,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{spawn_with, App, User};
+use crate::rbac::make_admin;
 
 const PAGE: &str = r#"<!doctype html><html><head>
 <title>Ferris and friends</title>
@@ -108,25 +109,6 @@ async fn wait_workflow(app: &App, user: &User, id: &str) -> Value {
         assert!(Instant::now() < deadline, "workflow still {}", r.body);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn make_admin(app: &App, email: &str) -> User {
-    let mut user = app.register(email).await;
-    sqlx::query("UPDATE users SET is_admin = 1 WHERE id = $1")
-        .bind(&user.id)
-        .execute(app.db.writer())
-        .await
-        .unwrap();
-    let login = app
-        .call(
-            Method::POST,
-            "/api/v1/auth/login",
-            None,
-            Some(json!({"email": email, "password": "password-123"})),
-        )
-        .await;
-    user.token = login.body["access_token"].as_str().unwrap().to_string();
-    user
 }
 
 struct Cast {

@@ -9,6 +9,7 @@ use atlas_identity as _;
 use atlas_items as _;
 use atlas_jobs as _;
 use atlas_realtime as _;
+use atlas_rules as _;
 use atlas_search as _;
 
 mod audit;
@@ -20,4 +21,5 @@ mod jobs;
 mod outbox;
 mod rbac;
 mod realtime;
+mod rules;
 mod search;

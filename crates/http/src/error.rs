@@ -59,6 +59,13 @@ pub enum ApiError {
     /// 422 `validation_failed`, naming the offending field.
     #[error("{message}")]
     Validation { field: String, message: String },
+    /// 422 `validation_failed` with structured details, such as every error
+    /// of a submitted document with its line and column.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        details: Map<String, Value>,
+    },
     /// 429 `rate_limited`, with `Retry-After` in seconds.
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -114,7 +121,9 @@ impl ApiError {
             ApiError::PreconditionFailed { .. } => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            ApiError::Validation { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
+            ApiError::Validation { .. } | ApiError::Invalid { .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed")
+            }
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) | ApiError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
@@ -129,7 +138,9 @@ impl ApiError {
             ApiError::Validation { field, .. } => {
                 details.insert("field".into(), Value::String(field.clone()));
             }
-            ApiError::Conflict { details: d, .. } | ApiError::PreconditionFailed { details: d, .. } => {
+            ApiError::Conflict { details: d, .. }
+            | ApiError::PreconditionFailed { details: d, .. }
+            | ApiError::Invalid { details: d, .. } => {
                 details = d.clone();
             }
             ApiError::RateLimited { retry_after_secs } | ApiError::Overloaded { retry_after_secs, .. } => {

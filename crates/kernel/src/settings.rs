@@ -97,7 +97,45 @@ pub struct Settings {
     pub audit: AuditSettings,
     pub jobs: JobsSettings,
     pub search: SearchSettings,
+    pub rules: RulesSettings,
     pub telemetry: TelemetrySettings,
+}
+
+/// Rules: where the global rule files live, how deep rule chains may go,
+/// and how webhooks are delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesSettings {
+    /// Directory of global rule files (`*.yaml`, `*.yml`), relative to the
+    /// working directory. A missing directory means no global rules until
+    /// it appears.
+    pub dir: PathBuf,
+    /// How often the directory is checked for changed files.
+    pub reload_interval_ms: u64,
+    /// Longest chain of events caused by rule actions; an event deeper in a
+    /// chain triggers no rule (a warning is logged).
+    pub max_chain_depth: u32,
+    /// Time limit of one webhook request (connect included).
+    pub webhook_timeout_ms: u64,
+    /// Addresses (`10.1.2.3`) or networks (`10.0.0.0/8`) webhooks may reach
+    /// although the SSRF guard refuses them by default.
+    pub webhook_allow_networks: Vec<String>,
+    /// Environment variables that per-collection rules may name as a
+    /// webhook's `secret_env` (global rules may name any, or a file).
+    pub collection_secret_envs: Vec<String>,
+}
+
+impl Default for RulesSettings {
+    fn default() -> Self {
+        RulesSettings {
+            dir: PathBuf::from("rules"),
+            reload_interval_ms: 1000,
+            max_chain_depth: 8,
+            webhook_timeout_ms: 10_000,
+            webhook_allow_networks: Vec::new(),
+            collection_secret_envs: Vec::new(),
+        }
+    }
 }
 
 /// Full-text search: where each node keeps its index, how the indexer
@@ -250,6 +288,61 @@ pub struct NatsSettings {
     pub relay_lease_secs: u64,
     /// Timeout for connecting and for each JetStream request.
     pub request_timeout_secs: u64,
+    /// Require TLS even when the URL says `nats://` (a `tls://` URL, or any
+    /// `tls_*` setting below, requires it too).
+    pub tls_required: bool,
+    /// PEM file of the CA certificate(s) the server's certificate must chain
+    /// to; without one, the system's roots are trusted.
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that verify clients, with
+    /// `tls_key_file` holding its private key.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// Authentication: one of an NKEY seed (`SU…`), a user and password, or
+    /// a credentials file (`.creds`: a user JWT and its seed).
+    pub nkey_seed: Option<Secret>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// The content of a `.creds` file; `creds_file` names the file itself.
+    pub creds: Option<Secret>,
+    pub creds_file: Option<PathBuf>,
+}
+
+impl NatsSettings {
+    /// Whether the connection must use TLS.
+    pub fn uses_tls(&self) -> bool {
+        self.tls_required
+            || self.tls_ca_file.is_some()
+            || self.tls_cert_file.is_some()
+            || self.url.split(',').any(|u| u.trim().starts_with("tls://"))
+    }
+
+    /// The setting that authenticates this connection, for error messages.
+    pub fn auth_setting(&self) -> Option<&'static str> {
+        if self.nkey_seed.is_some() {
+            Some(if self.nkey_seed_file.is_some() {
+                "events.nats.nkey_seed_file"
+            } else {
+                "events.nats.nkey_seed"
+            })
+        } else if self.creds.is_some() {
+            Some(if self.creds_file.is_some() {
+                "events.nats.creds_file"
+            } else {
+                "events.nats.creds"
+            })
+        } else if self.user.is_some() {
+            Some(if self.password_file.is_some() {
+                "events.nats.user` / `events.nats.password_file"
+            } else {
+                "events.nats.user` / `events.nats.password"
+            })
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -276,6 +369,17 @@ impl Default for NatsSettings {
             relay_max_inflight: 256,
             relay_lease_secs: 10,
             request_timeout_secs: 5,
+            tls_required: false,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            nkey_seed: None,
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            password_file: None,
+            creds: None,
+            creds_file: None,
         }
     }
 }
@@ -442,6 +546,7 @@ impl Default for Settings {
             audit: AuditSettings::default(),
             search: SearchSettings::default(),
             jobs: JobsSettings::default(),
+            rules: RulesSettings::default(),
             telemetry: TelemetrySettings::default(),
         }
     }
@@ -620,6 +725,10 @@ impl Settings {
             &self.audit.signing_key_file,
             "audit.signing_key",
         )?;
+        let n = &mut self.events.nats;
+        resolve_file(&mut n.nkey_seed, &n.nkey_seed_file, "events.nats.nkey_seed")?;
+        resolve_file(&mut n.password, &n.password_file, "events.nats.password")?;
+        resolve_file(&mut n.creds, &n.creds_file, "events.nats.creds")?;
         Ok(())
     }
 
@@ -690,6 +799,7 @@ impl Settings {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
         }
+        validate_nats_security(n)?;
         if self.audit.checkpoint_every_rows == 0 && self.audit.checkpoint_interval_secs == 0 {
             return Err(ConfigError::invalid(
                 "audit.checkpoint_every_rows",
@@ -899,6 +1009,57 @@ fn toml_value(v: &serde_json::Value) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// At most one way to authenticate, each complete; TLS files readable.
+fn validate_nats_security(n: &NatsSettings) -> Result<(), ConfigError> {
+    let methods = [n.nkey_seed.is_some(), n.user.is_some(), n.creds.is_some()];
+    if methods.iter().filter(|m| **m).count() > 1 {
+        return Err(ConfigError::invalid(
+            "events.nats.nkey_seed",
+            "choose one of nkey_seed, user/password and creds to authenticate with NATS",
+        ));
+    }
+    if n.password.is_some() && n.user.is_none() {
+        return Err(ConfigError::invalid("events.nats.user", "a password needs a user"));
+    }
+    if n.user.is_some() && n.password.is_none() {
+        return Err(ConfigError::invalid(
+            "events.nats.password",
+            "events.nats.user needs a password (events.nats.password or events.nats.password_file)",
+        ));
+    }
+    if let Some(seed) = &n.nkey_seed {
+        // A user seed: `S` (seed) then `U` (user), base32.
+        let seed = seed.expose().trim();
+        if !seed.starts_with("SU") || seed.len() < 50 {
+            return Err(ConfigError::invalid(
+                "events.nats.nkey_seed",
+                "not an NKEY user seed (expected the `SU…` line `nsc` or `nk -gen user` prints)",
+            ));
+        }
+    }
+    if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+        return Err(ConfigError::invalid(
+            "events.nats.tls_cert_file",
+            "a client certificate needs both tls_cert_file and tls_key_file",
+        ));
+    }
+    for (key, file) in [
+        ("events.nats.tls_ca_file", &n.tls_ca_file),
+        ("events.nats.tls_cert_file", &n.tls_cert_file),
+        ("events.nats.tls_key_file", &n.tls_key_file),
+    ] {
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn resolve_file(value: &mut Option<Secret>, file: &Option<PathBuf>, key: &str) -> Result<(), ConfigError> {

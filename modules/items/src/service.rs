@@ -18,6 +18,8 @@ pub struct ItemChange {
     pub set_metadata: Vec<(String, Value)>,
     /// Tags to add (trimmed, lower-cased, de-duplicated; at most 32 in all).
     pub add_tags: Vec<String>,
+    /// Tags to remove (compared after the same normalization), after adding.
+    pub remove_tags: Vec<String>,
 }
 
 /// Reads and changes items for other modules; provided in the `AppContext`.
@@ -119,6 +121,10 @@ fn apply(item: &mut Item, change: &ItemChange) -> ApiResult<()> {
         tags.extend(change.add_tags.iter().cloned());
         item.tags = model::normalize_tags(&tags)?;
     }
+    if !change.remove_tags.is_empty() {
+        let remove = model::normalize_tags(&change.remove_tags)?;
+        item.tags.retain(|t| !remove.contains(t));
+    }
     Ok(())
 }
 
@@ -160,6 +166,12 @@ mod tests {
         let mut again = i.clone();
         apply(&mut again, &change).unwrap();
         assert_eq!(again, i, "applying a change twice is a no-op");
+        let remove = ItemChange {
+            remove_tags: vec!["WEB ".into(), "absent".into()],
+            ..Default::default()
+        };
+        apply(&mut i, &remove).unwrap();
+        assert_eq!(i.tags, ["rust"]);
         let blank = ItemChange {
             add_tags: vec!["  ".into()],
             ..Default::default()

@@ -10,7 +10,6 @@
 //! read. Refusals are not retried (the job is `dead` at once); network
 //! failures and 5xx/429 answers are.
 
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::handler::{JobError, JobHandler, JobRun, JobScope};
-use crate::ssrf::AddressPolicy;
+use crate::ssrf::{AddressPolicy, GuardError};
 
 /// Longest text kept per field.
 const FIELD_MAX_CHARS: usize = 1000;
@@ -125,47 +124,19 @@ impl PageFetcher {
 
     /// One request to `url`, connecting only to its checked addresses.
     async fn request(&self, url: &Url, deadline: tokio::time::Instant) -> Result<reqwest::Response, JobError> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(JobError::Fatal(format!("refused to fetch {url}: only http and https")));
-        }
-        let port = url
-            .port_or_known_default()
-            .ok_or_else(|| JobError::Fatal(format!("{url} has no port")))?;
-        let host = url
-            .host()
-            .ok_or_else(|| JobError::Fatal(format!("{url} has no host")))?;
-        let (domain, addrs): (Option<String>, Vec<SocketAddr>) = match host {
-            url::Host::Ipv4(ip) => (None, vec![SocketAddr::new(IpAddr::V4(ip), port)]),
-            url::Host::Ipv6(ip) => (None, vec![SocketAddr::new(IpAddr::V6(ip), port)]),
-            url::Host::Domain(d) => {
-                let resolved = tokio::time::timeout_at(deadline, tokio::net::lookup_host((d, port)))
-                    .await
-                    .map_err(|_| JobError::Retry(format!("resolving {d} timed out")))?
-                    .map_err(|e| JobError::Retry(format!("cannot resolve {d}: {e}")))?;
-                let addrs: Vec<SocketAddr> = resolved.collect();
-                if addrs.is_empty() {
-                    return Err(JobError::Retry(format!("{d} resolves to no address")));
-                }
-                (Some(d.to_string()), addrs)
-            }
-        };
-        // Every address must pass: the client may try any of them.
-        for addr in &addrs {
-            self.policy
-                .check(addr.ip())
-                .map_err(|why| JobError::Fatal(format!("refused to fetch {url}: {why}")))?;
-        }
+        let target = self.policy.resolve(url, deadline).await.map_err(|e| match e {
+            GuardError::Refused(why) => JobError::Fatal(format!("refused to fetch {url}: {why}")),
+            GuardError::Unresolved(why) => JobError::Retry(why),
+        })?;
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let mut builder = reqwest::Client::builder()
+        let builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(self.connect_timeout)
             .timeout(remaining)
             .user_agent(concat!("Atlas/", env!("CARGO_PKG_VERSION"), " (+enrichment)"));
-        if let Some(d) = &domain {
-            builder = builder.resolve_to_addrs(d, &addrs);
-        }
-        let client = builder
+        let client = target
+            .pin(builder)
             .build()
             .map_err(|e| JobError::Retry(format!("HTTP client: {e}")))?;
         client

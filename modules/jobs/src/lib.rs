@@ -53,6 +53,16 @@ pub struct JobsModule {
 
 atlas_kernel::register_module!(JobsModule);
 
+/// The job types [`builtin_handlers`] registers, with who may enqueue each:
+/// what tools without a running server (`atlas rules check`) know of them.
+pub const BUILTIN_JOB_TYPES: &[(&str, JobScope)] = &[
+    ("APPLY_DERIVED_TAGS", JobScope::Item),
+    ("ENRICH_URL", JobScope::Item),
+    ("HEALTH_PROBE", JobScope::Admin),
+    ("NOOP", JobScope::Admin),
+    ("REINDEX_ITEM", JobScope::Item),
+];
+
 /// Every job type and handler this build ships, for `queue`.
 pub fn builtin_handlers(ctx: &AppContext, queue: &JobQueue) -> Result<JobHandlers, ModuleError> {
     let items = ctx.require::<ItemService>()?;
@@ -74,6 +84,15 @@ pub fn builtin_handlers(ctx: &AppContext, queue: &JobQueue) -> Result<JobHandler
         queue: queue.clone(),
         has_search: indexer.is_some(),
     }));
+    // BUILTIN_JOB_TYPES must name exactly these handlers (checked in every
+    // debug build that starts the module, which every API test does).
+    debug_assert_eq!(
+        handlers.types(),
+        BUILTIN_JOB_TYPES.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+    );
+    debug_assert!(BUILTIN_JOB_TYPES
+        .iter()
+        .all(|(t, s)| handlers.get(t).is_some_and(|h| h.scope() == *s)));
     Ok(handlers)
 }
 

@@ -72,6 +72,8 @@ pub struct NewJob {
     pub workflow: Option<(String, i64)>,
     pub request_id: String,
     pub trace_id: String,
+    /// The event that caused it (a rule's action), if any.
+    pub causation_id: Option<String>,
 }
 
 impl NewJob {
@@ -88,6 +90,7 @@ impl NewJob {
             workflow: None,
             request_id: String::new(),
             trace_id: String::new(),
+            causation_id: None,
         }
     }
 }
@@ -177,7 +180,8 @@ impl JobQueue {
         &self.settings
     }
 
-    pub(crate) fn workflows(&self) -> &Arc<WorkflowTypes> {
+    /// The workflow types this queue runs.
+    pub fn workflows(&self) -> &Arc<WorkflowTypes> {
         &self.workflows
     }
 
@@ -616,8 +620,8 @@ pub(crate) async fn insert_job(
     };
     let sql = format!(
         "INSERT INTO jobs (id, type, status, payload, attempts, max_attempts, priority, run_at, idempotency_key, collection_id, \
-         workflow_id, workflow_step, created_by, request_id, trace_id, created_at, updated_at) \
-         VALUES ($1, $2, 'queued', $3, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) \
+         workflow_id, workflow_step, created_by, request_id, trace_id, created_at, updated_at, causation_id) \
+         VALUES ($1, $2, 'queued', $3, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) \
          ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -635,6 +639,7 @@ pub(crate) async fn insert_job(
         .bind(&job.request_id)
         .bind(&job.trace_id)
         .bind(&t)
+        .bind(&job.causation_id)
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(row) = row {
@@ -685,7 +690,7 @@ pub(crate) fn job_events(job: &Job) -> EventContext {
         actor_user_id: job.created_by.clone(),
         request_id: job.request_id.clone(),
         trace_id: job.trace_id.clone(),
-        causation_id: None,
+        causation_id: job.causation_id.clone(),
         span_id: None,
     }
 }

@@ -386,6 +386,7 @@ async fn start_workflow(
         collection_id,
         request_id: req.request_id.clone(),
         trace_id: req.trace_id.clone(),
+        causation_id: None,
     };
     let workflow = workflow::start(&s.queue, &definition, input, who).await?;
     Ok(located(

@@ -1,4 +1,5 @@
-//! The SSRF guard of outbound fetches: which addresses a job may connect to.
+//! The SSRF guard of outbound requests (`ENRICH_URL`, rule webhooks): which
+//! addresses Atlas may connect to.
 //!
 //! A URL's host is resolved once; every address it resolves to must be
 //! public (not loopback, private, shared, link-local — which holds the
@@ -6,12 +7,42 @@
 //! broadcast or reserved; for IPv6 also unique-local, and the IPv4 address
 //! inside IPv4-mapped, NAT64 and 6to4 addresses is checked as IPv4). The
 //! connection then goes to exactly the checked addresses, so a second DNS
-//! answer cannot swap in another one. `jobs.enrich_allow_networks` lets
-//! chosen addresses through (tests allow their local server this way).
+//! answer cannot swap in another one. `jobs.enrich_allow_networks` and
+//! `rules.webhook_allow_networks` let chosen addresses through (tests allow
+//! their local server this way).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::IpNet;
+use url::Url;
+
+/// Why a URL may not be connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardError {
+    /// Not http(s), no host, or an address the policy refuses: retrying
+    /// cannot help.
+    Refused(String),
+    /// The host could not be resolved (in time): worth retrying.
+    Unresolved(String),
+}
+
+/// The checked addresses of a URL's host, to connect to and nowhere else.
+#[derive(Debug, Clone)]
+pub struct Target {
+    domain: Option<String>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// Make `builder`'s client connect to exactly the checked addresses (so
+    /// a second DNS answer cannot swap in another one).
+    pub fn pin(&self, builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+        match &self.domain {
+            Some(d) => builder.resolve_to_addrs(d, &self.addrs),
+            None => builder,
+        }
+    }
+}
 
 /// Decides which addresses may be fetched.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +63,48 @@ impl AddressPolicy {
             })
             .collect::<Result<_, _>>()?;
         Ok(AddressPolicy { allow })
+    }
+
+    /// Resolve `url`'s host (before `deadline`) and check every address it
+    /// resolves to: all must pass, since a client may try any of them.
+    pub async fn resolve(&self, url: &Url, deadline: tokio::time::Instant) -> Result<Target, GuardError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(GuardError::Refused("only http and https".into()));
+        }
+        let port = url
+            .port_or_known_default()
+            .ok_or_else(|| GuardError::Refused(format!("{url} has no port")))?;
+        let host = url
+            .host()
+            .ok_or_else(|| GuardError::Refused(format!("{url} has no host")))?;
+        let target = match host {
+            url::Host::Ipv4(ip) => Target {
+                domain: None,
+                addrs: vec![SocketAddr::new(IpAddr::V4(ip), port)],
+            },
+            url::Host::Ipv6(ip) => Target {
+                domain: None,
+                addrs: vec![SocketAddr::new(IpAddr::V6(ip), port)],
+            },
+            url::Host::Domain(d) => {
+                let resolved = tokio::time::timeout_at(deadline, tokio::net::lookup_host((d, port)))
+                    .await
+                    .map_err(|_| GuardError::Unresolved(format!("resolving {d} timed out")))?
+                    .map_err(|e| GuardError::Unresolved(format!("cannot resolve {d}: {e}")))?;
+                let addrs: Vec<SocketAddr> = resolved.collect();
+                if addrs.is_empty() {
+                    return Err(GuardError::Unresolved(format!("{d} resolves to no address")));
+                }
+                Target {
+                    domain: Some(d.to_string()),
+                    addrs,
+                }
+            }
+        };
+        for addr in &target.addrs {
+            self.check(addr.ip()).map_err(GuardError::Refused)?;
+        }
+        Ok(target)
     }
 
     /// `Err(why)` when `ip` must not be connected to.

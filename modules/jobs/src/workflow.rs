@@ -101,6 +101,9 @@ pub struct WorkflowStart {
     pub collection_id: Option<String>,
     pub request_id: String,
     pub trace_id: String,
+    /// The event that caused it (a rule's action), if any; its step jobs
+    /// carry it.
+    pub causation_id: Option<String>,
 }
 
 /// Start a workflow: its row and its first step's job, in one transaction.
@@ -193,6 +196,7 @@ fn step_job(definition: &WorkflowDefinition, index: usize, id: &str, input: &Val
     job.workflow = Some((id.to_string(), index as i64));
     job.request_id = who.request_id.clone();
     job.trace_id = who.trace_id.clone();
+    job.causation_id = who.causation_id.clone();
     job
 }
 
@@ -226,6 +230,7 @@ pub(crate) async fn on_job_finished(conn: &mut AnyConnection, queue: &JobQueue, 
         collection_id: workflow.collection_id.clone(),
         request_id: workflow.request_id.clone(),
         trace_id: workflow.trace_id.clone(),
+        causation_id: job.causation_id.clone(),
     };
     let t = atlas_db::now();
     let mut event = None;

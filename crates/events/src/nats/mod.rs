@@ -31,6 +31,20 @@ pub const REPLAY_FOR_HEADER: &str = "Atlas-Replay-For";
 pub enum NatsError {
     #[error("cannot connect to NATS at {url}: {message}")]
     Connect { url: String, message: String },
+    /// The server refused the credentials, or they could not be used.
+    #[error("NATS at {url} refused the credentials of `{setting}`: {message}")]
+    Credentials {
+        url: String,
+        setting: &'static str,
+        message: String,
+    },
+    /// The TLS handshake failed or the TLS files could not be used.
+    #[error("TLS with NATS at {url} failed (check `{setting}`): {message}")]
+    Tls {
+        url: String,
+        setting: &'static str,
+        message: String,
+    },
     #[error("JetStream stream `{stream}`: {message}")]
     Stream { stream: String, message: String },
     #[error("JetStream consumer `{consumer}`: {message}")]
@@ -55,7 +69,7 @@ impl NatsLog {
     /// Connect and make sure both streams exist with the configured settings.
     pub async fn connect(settings: &NatsSettings) -> Result<NatsLog, NatsError> {
         let timeout = Duration::from_secs(settings.request_timeout_secs);
-        let client = async_nats::ConnectOptions::new()
+        let client = connect_options(settings)?
             .name("atlas")
             .connection_timeout(timeout)
             .event_callback(|event| async move {
@@ -67,10 +81,7 @@ impl NatsLog {
             })
             .connect(settings.url.as_str())
             .await
-            .map_err(|e| NatsError::Connect {
-                url: settings.url.clone(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| connect_error(settings, e))?;
         let js = jetstream::ContextBuilder::new()
             .timeout(timeout)
             .max_ack_inflight(settings.relay_max_inflight as usize)
@@ -161,6 +172,92 @@ impl NatsLog {
             tasks.push(tokio::spawn(async move { task.run(token).await }));
         }
         tasks
+    }
+}
+
+/// TLS and authentication from `[events.nats]`.
+fn connect_options(settings: &NatsSettings) -> Result<async_nats::ConnectOptions, NatsError> {
+    let mut options = async_nats::ConnectOptions::new();
+    if settings.uses_tls() {
+        // rustls picks its crypto provider from cargo features; with both
+        // ring and aws-lc-rs in the dependency tree it cannot, and panics at
+        // the handshake. Choose ring (what async-nats is built with) unless
+        // the process chose one already; an `Err` only means it had.
+        let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &settings.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&settings.tls_cert_file, &settings.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if let Some(seed) = &settings.nkey_seed {
+        options = options.nkey(seed.expose().trim().to_string());
+    } else if let Some(creds) = &settings.creds {
+        let setting = settings.auth_setting().unwrap_or("events.nats.creds");
+        options = options
+            .credentials(creds.expose())
+            .map_err(|e| NatsError::Credentials {
+                url: settings.url.clone(),
+                setting,
+                message: format!("not a NATS credentials file: {e}"),
+            })?;
+    } else if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+        options = options.user_and_password(user.clone(), password.expose().to_string());
+    }
+    Ok(options)
+}
+
+/// A connection error that names the setting to look at.
+fn connect_error(settings: &NatsSettings, error: async_nats::ConnectError) -> NatsError {
+    use async_nats::ConnectErrorKind as Kind;
+    let url = settings.url.clone();
+    let message = error.to_string();
+    match error.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => NatsError::Credentials {
+            url,
+            setting: settings
+                .auth_setting()
+                .unwrap_or("events.nats.nkey_seed` | `events.nats.user` | `events.nats.creds"),
+            message: if settings.auth_setting().is_none() {
+                format!("{message} (the server requires authentication; none is configured)")
+            } else {
+                message
+            },
+        },
+        // A refused handshake surfaces as an I/O error of the TLS stream.
+        Kind::Tls => NatsError::Tls {
+            url,
+            setting: tls_setting(settings, &message),
+            message,
+        },
+        Kind::Io if settings.uses_tls() && is_tls_failure(&message) => NatsError::Tls {
+            url,
+            setting: tls_setting(settings, &message),
+            message,
+        },
+        _ => NatsError::Connect { url, message },
+    }
+}
+
+fn is_tls_failure(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    // "corrupt message": the server answered a TLS hello in plain text.
+    ["certificate", "tls", "handshake", "peer", "alert", "corrupt message"]
+        .iter()
+        .any(|w| m.contains(w))
+}
+
+/// Which TLS setting a handshake error most likely concerns.
+fn tls_setting(settings: &NatsSettings, message: &str) -> &'static str {
+    let m = message.to_ascii_lowercase();
+    if settings.tls_cert_file.is_some() && (m.contains("client") || m.contains("key")) {
+        "events.nats.tls_cert_file"
+    } else if settings.tls_ca_file.is_some() || m.contains("certificate") || m.contains("issuer") {
+        "events.nats.tls_ca_file"
+    } else {
+        "events.nats.tls_required"
     }
 }
 

@@ -1,0 +1,4 @@
+-- The event that caused a job (a rule's action): the job's own writes and
+-- its JobSucceeded/JobDead carry it as their `causation_id`, so rule chains
+-- that pass through jobs are still counted.
+ALTER TABLE jobs ADD COLUMN causation_id TEXT;

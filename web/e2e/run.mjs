@@ -127,11 +127,35 @@ try {
   await alice.getByRole("alert").filter({ hasText: /owner/i }).waitFor();
   await check(alice, "08-members");
 
+  step("rules: validation errors at their line, versions, dry run");
+  await alice.goto(collectionUrl + "?tab=rules");
+  await alice.getByRole("button", { name: "New rule" }).click();
+  const yaml = alice.getByLabel("Rule (YAML)");
+  await yaml.fill("name: tag-rust\non: [ItemCreated]\nwhn: 'true'\ndo:\n  - add_tags: [rust]\n");
+  const problems = alice.getByRole("list", { name: "Problems" });
+  await problems.getByText(/line 3, column 1/).waitFor();
+  await alice.locator(".gutter .bad", { hasText: "3" }).waitFor();
+  await check(alice, "09-rule-invalid");
+  await yaml.fill("name: tag-rust\non: [ItemCreated]\nwhen: 'event.data.title.lowerAscii().contains(\"rust\")'\ndo:\n  - add_tags: [rust]\n");
+  await alice.getByText("Valid.").waitFor();
+  await alice.getByRole("button", { name: "Create rule" }).click();
+  await alice.getByRole("heading", { name: "tag-rust (version 1)" }).waitFor();
+  await yaml.fill("name: tag-rust\non: [ItemCreated, ItemUpdated]\nwhen: 'event.data.title.lowerAscii().contains(\"rust\")'\ndo:\n  - add_tags: [rust, lang]\n");
+  await alice.getByRole("button", { name: "Save new version" }).click();
+  await alice.getByRole("heading", { name: "tag-rust (version 2)" }).waitFor();
+  await alice.waitForFunction(() => document.querySelector("#rule-yaml")?.value.includes("[rust, lang]"));
+  await alice.getByText("Versions").click();
+  assert.equal(await alice.getByRole("list", { name: "Versions" }).getByRole("listitem").count(), 2);
+  await alice.getByText("Dry run against a sample event").click();
+  await alice.getByRole("button", { name: "Dry run", exact: true }).click();
+  await alice.getByRole("list", { name: "Planned actions" }).getByText('["rust","lang"]').waitFor();
+  await check(alice, "10-rules");
+
   step("the viewer sees the item but no edit controls");
   await bob.goto(collectionUrl);
   await bob.getByRole("link", { name: "Rust async book, second edition" }).waitFor();
   assert.equal(await bob.getByText("Add an item").count(), 0);
-  await check(bob, "09-collection-viewer");
+  await check(bob, "11-collection-viewer");
   await bob.goto(itemUrl);
   await bob.getByRole("heading", { name: "Rust async book, second edition" }).waitFor();
   assert.equal(await bob.getByRole("link", { name: "Edit" }).count(), 0);
@@ -146,7 +170,7 @@ try {
   assert.equal(response.status(), 403);
   const { message } = await response.json();
   await bob.getByRole("alert").filter({ hasText: message }).waitFor();
-  await check(bob, "10-viewer-refused");
+  await check(bob, "12-viewer-refused");
 
   step("a second browser sees a new item appear live");
   await bob.goto(collectionUrl);
@@ -164,7 +188,7 @@ try {
   await alice.waitForURL(/\/jobs$/);
   const row = alice.getByRole("table", { name: "Jobs" }).getByRole("row").filter({ hasText: "ENRICH_URL" });
   await row.locator(".badge-succeeded").waitFor({ timeout: 30_000 });
-  await check(alice, "11-jobs");
+  await check(alice, "13-jobs");
 
   step("a workflow shows its steps");
   await alice.goto(itemUrl);
@@ -172,7 +196,7 @@ try {
   await alice.waitForURL(/\/workflows\//);
   await alice.getByRole("list", { name: "Steps" }).waitFor();
   await alice.getByRole("heading", { name: /ITEM_INTAKE/ }).locator(".badge-succeeded").waitFor({ timeout: 30_000 });
-  await check(alice, "12-workflow");
+  await check(alice, "14-workflow");
 
   step("an edit that crossed another one offers reload or overwrite");
   const second = await alice.context().newPage();
@@ -187,7 +211,7 @@ try {
   await alice.getByLabel("Tags").fill("rust, async, books");
   await alice.getByRole("button", { name: "Save" }).click();
   await alice.getByRole("alert").filter({ hasText: "changed elsewhere" }).waitFor();
-  await check(alice, "13-conflict");
+  await check(alice, "15-conflict");
   await alice.getByRole("button", { name: "Overwrite" }).click();
   await alice.waitForURL(itemUrl);
   await alice.locator(".tags").getByText("books").waitFor();
@@ -198,7 +222,7 @@ try {
   for (const type of ["CollectionCreated", "ItemCreated", "ItemUpdated", "MembershipAdded"]) {
     await audit.getByRole("cell", { name: type, exact: true }).first().waitFor({ timeout: 20_000 });
   }
-  await check(alice, "14-audit");
+  await check(alice, "16-audit");
 
   step("an administrator sees the audit chain verified");
   await atlas.createAdmin("admin@example.org", "correct horse battery");
@@ -210,7 +234,7 @@ try {
   await admin.getByRole("button", { name: "Sign in" }).click();
   await admin.waitForURL(/\/audit$/);
   await admin.getByText(/Hash chain verified: \d+ rows intact/).waitFor({ timeout: 20_000 });
-  await check(admin, "15-audit-admin");
+  await check(admin, "17-audit-admin");
 
   step("dashboard and narrow screens");
   await alice.goto("/");
@@ -219,7 +243,7 @@ try {
   await alice.setViewportSize({ width: 375, height: 740 });
   await alice.goto(collectionUrl);
   await alice.getByRole("link", { name: /second edition/ }).waitFor();
-  await check(alice, "16-collection-375px");
+  await check(alice, "18-collection-375px");
   const overflow = await alice.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 0, `no horizontal scrolling at 375 px (overflow ${overflow}px)`);
 

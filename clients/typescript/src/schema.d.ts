@@ -283,6 +283,63 @@ export interface paths {
         patch: operations["update_member"];
         trace?: never;
     };
+    "/api/v1/collections/{id}/rules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** A collection's rules (owners). */
+        get: operations["list_rules"];
+        put?: never;
+        /**
+         * Add a rule to a collection (owners). The body is one rule, as YAML
+         *     (`application/yaml`) or JSON, with the fields of the rules language.
+         */
+        post: operations["create_rule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/collections/{id}/rules/{rule_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** One of a collection's rules (owners). */
+        get: operations["get_rule"];
+        /** Replace a rule (owners); the change is kept as a new version. */
+        put: operations["update_rule"];
+        post?: never;
+        /** Delete a rule (owners); its versions stay readable. */
+        delete: operations["delete_rule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/collections/{id}/rules/{rule_id}/versions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every version of a rule, oldest first, with its author and time. */
+        get: operations["rule_versions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/collections/{id}/tags": {
         parameters: {
             query?: never;
@@ -431,6 +488,43 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/rules/test": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Dry-run rules against a sample event: the actions they would take, in
+         *     order, with templates filled in. Nothing is changed.
+         */
+        post: operations["test_rules"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/rules/validate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Check rules (YAML or JSON; one rule or a list) without storing them. */
+        post: operations["validate"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/search/items": {
         parameters: {
             query?: never;
@@ -440,6 +534,26 @@ export interface paths {
         };
         /** Search items of the caller's collections. */
         get: operations["search_items"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/webhooks/deliveries": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Webhook delivery attempts, newest first: a collection's (owners), or all
+         *     (administrators).
+         */
+        get: operations["list_deliveries"];
         put?: never;
         post?: never;
         delete?: never;
@@ -644,6 +758,34 @@ export interface components {
              */
             name: string;
         };
+        /** @description One logged attempt, as `GET /webhooks/deliveries` shows it. */
+        Delivery: {
+            /**
+             * Format: int64
+             * @description 1 for the first attempt of this webhook for this event.
+             */
+            attempt: number;
+            collection_id?: string | null;
+            created_at: string;
+            /** Format: int64 */
+            duration_ms: number;
+            error?: string | null;
+            event_id: string;
+            event_type: string;
+            id: string;
+            /** @description delivered, failed, refused, retrying or dead. */
+            outcome: string;
+            /** @description `global:<file>:<name>` or `collection:<rule id>`. */
+            rule_key: string;
+            rule_name: string;
+            /** Format: int64 */
+            status_code?: number | null;
+            url: string;
+        };
+        DeliveryPage: {
+            items: components["schemas"]["Delivery"][];
+            next_cursor?: string | null;
+        };
         /**
          * @description The JSON body of every non-2xx response.
          * @example {
@@ -772,6 +914,13 @@ export interface components {
             items: components["schemas"]["PersonalToken"][];
             next_cursor?: string | null;
         };
+        /** @description An action a rule would take. */
+        PlannedAction: {
+            action: string;
+            /** @description Arguments with templates filled in from the event. */
+            args: Record<string, unknown>;
+            rule: string;
+        };
         /**
          * @description What is wrong at the first bad sequence.
          * @enum {string}
@@ -801,6 +950,28 @@ export interface components {
              * @example correct horse battery
              */
             password: string;
+        };
+        /** @description One problem found in rule text. */
+        RuleIssue: {
+            column: number;
+            line: number;
+            message: string;
+        };
+        RuleList: {
+            items: components["schemas"]["StoredRule"][];
+        };
+        /** @description One version of a collection rule. */
+        RuleVersion: {
+            author_user_id?: string | null;
+            /** @description `created`, `updated` or `deleted`. */
+            change: string;
+            created_at: string;
+            definition: Record<string, unknown>;
+            rule_id: string;
+            /** @description The text as submitted (YAML or JSON). */
+            source: string;
+            /** Format: int64 */
+            version: number;
         };
         SearchHit: {
             highlights: components["schemas"]["Highlights"];
@@ -846,6 +1017,23 @@ export interface components {
          * @enum {string}
          */
         StepStatus: "pending" | "running" | "succeeded" | "failed" | "skipped";
+        /** @description A collection's rule, as the API shows it. */
+        StoredRule: {
+            collection_id: string;
+            created_at: string;
+            created_by?: string | null;
+            /** @description The rule as checked: `name`, `on`, `when`, `do`, `enabled`, `priority`. */
+            definition: Record<string, unknown>;
+            id: string;
+            name: string;
+            updated_at: string;
+            updated_by?: string | null;
+            /**
+             * Format: int64
+             * @description 1 when created; each update adds one.
+             */
+            version: number;
+        };
         /** @description A tag and how many items carry it. */
         TagCount: {
             /** Format: int64 */
@@ -855,6 +1043,16 @@ export interface components {
         TagPage: {
             items: components["schemas"]["TagCount"][];
             next_cursor?: string | null;
+        };
+        /** @description `POST /rules/test`'s request. */
+        TestRequest: {
+            /** @description A sample event envelope. */
+            event: Record<string, unknown>;
+            /** @description A list of rules (objects as in YAML), or YAML text. */
+            rules: Record<string, unknown>;
+        };
+        TestResult: {
+            actions: components["schemas"]["PlannedAction"][];
         };
         UpdateCollection: {
             /** @description `null` clears it. */
@@ -885,6 +1083,11 @@ export interface components {
             id: string;
             is_admin: boolean;
         };
+        /** @description `POST /rules/validate`'s answer. */
+        Validation: {
+            errors: components["schemas"]["RuleIssue"][];
+            valid: boolean;
+        };
         /** @description The outcome of a verification (`GET /api/v1/audit/verify`). */
         VerifyReport: {
             /**
@@ -900,6 +1103,9 @@ export interface components {
             problem?: null | components["schemas"]["Problem"];
             /** @description Why that sequence is bad, in words. */
             reason?: string | null;
+        };
+        VersionList: {
+            items: components["schemas"]["RuleVersion"][];
         };
         /** @description A workflow (SPEC §2): its steps in order, each with its state. */
         Workflow: {
@@ -2035,6 +2241,392 @@ export interface operations {
             };
         };
     };
+    list_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the collection's rules, by name */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RuleList"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection, or not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        /** @description one rule */
+        requestBody: {
+            content: {
+                /**
+                 * @example {
+                 *       "do": [
+                 *         {
+                 *           "add_tags": [
+                 *             "rust"
+                 *           ]
+                 *         }
+                 *       ],
+                 *       "name": "tag-rust",
+                 *       "on": [
+                 *         "ItemCreated",
+                 *         "ItemUpdated"
+                 *       ],
+                 *       "when": "event.data.title.lowerAscii().contains(\"rust\")"
+                 *     }
+                 */
+                "application/json": Record<string, unknown>;
+                /**
+                 * @example name: tag-rust
+                 *     on: [ItemCreated, ItemUpdated]
+                 *     when: 'event.data.title.lowerAscii().contains("rust")'
+                 *     do:
+                 *       - add_tags: [rust]
+                 */
+                "application/yaml": string;
+            };
+        };
+        responses: {
+            /** @description the rule, version 1 */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoredRule"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection, or not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description the collection has a rule of that name */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description neither JSON nor YAML */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an invalid rule: `details.errors` lists each problem with its line and column */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                rule_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the rule */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoredRule"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection or rule */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                rule_id: string;
+            };
+            cookie?: never;
+        };
+        /** @description one rule */
+        requestBody: {
+            content: {
+                "application/json": Record<string, unknown>;
+                "application/yaml": string;
+            };
+        };
+        responses: {
+            /** @description the rule with its new version */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoredRule"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection or rule */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description another rule of the collection has that name */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description neither JSON nor YAML */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description an invalid rule, with each problem's line and column */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_rule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                rule_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection or rule */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rule_versions: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+                rule_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the versions: created, updated …, deleted */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VersionList"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description a member who is not an owner */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection or rule */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_tags: {
         parameters: {
             query?: {
@@ -2618,6 +3210,156 @@ export interface operations {
             };
         };
     };
+    test_rules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TestRequest"];
+            };
+        };
+        responses: {
+            /** @description the actions the rules would take */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "actions": [
+                     *         {
+                     *           "action": "add_tags",
+                     *           "args": [
+                     *             "rust"
+                     *           ],
+                     *           "rule": "tag-rust"
+                     *         }
+                     *       ]
+                     *     }
+                     */
+                    "application/json": components["schemas"]["TestResult"];
+                };
+            };
+            /** @description malformed JSON */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description invalid rules (each problem with its line and column) or an event without `type` */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    validate: {
+        parameters: {
+            query?: {
+                /**
+                 * @description Check as this collection's rule (only item jobs and workflows, only
+                 *     the allowed webhook secrets); needs the rules permission there.
+                 */
+                collection_id?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description one rule or a list */
+        requestBody: {
+            content: {
+                "application/json": Record<string, unknown>;
+                /**
+                 * @example - name: tag-rust
+                 *       on: [ItemCreated]
+                 *       whn: 'true'
+                 *       do: [{add_tags: [rust]}]
+                 */
+                "application/yaml": string;
+            };
+        };
+        responses: {
+            /** @description whether the rules are valid, and each problem with its line and column */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    /**
+                     * @example {
+                     *       "errors": [
+                     *         {
+                     *           "column": 3,
+                     *           "line": 3,
+                     *           "message": "unknown field `whn`, expected one of `name`, `on`, `when`, `do`, `enabled`, `priority`, `description`"
+                     *         }
+                     *       ],
+                     *       "valid": false
+                     *     }
+                     */
+                    "application/json": components["schemas"]["Validation"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description checking as a collection's rule without the permission */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description neither JSON nor YAML */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     search_items: {
         parameters: {
             query?: {
@@ -2692,6 +3434,78 @@ export interface operations {
             };
             /** @description this node's index is being built */
             503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_deliveries: {
+        parameters: {
+            query?: {
+                /** @description Deliveries of this collection (owners); without it, all (administrators). */
+                collection_id?: string;
+                cursor?: string;
+                limit?: number;
+                /** @description delivered, failed, refused, retrying or dead. */
+                outcome?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description a page of delivery attempts */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeliveryPage"];
+                };
+            };
+            /** @description invalid cursor */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not signed in */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not an owner of the collection; or no collection and not an administrator */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description no such collection, or not a member */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description unknown outcome or limit out of range */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

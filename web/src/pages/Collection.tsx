@@ -6,6 +6,7 @@ import { Empty, ErrorNote, Loading, When } from "../components/ui";
 import { useAsync, useTitle } from "../hooks";
 import { useLiveEvents } from "../live";
 import { MembersPanel } from "./Members";
+import { RulesPanel } from "./Rules";
 
 type Item = Schemas["Item"];
 type Sort = "created_at" | "updated_at" | "title";
@@ -35,11 +36,12 @@ export function CollectionPage() {
   const c = collection.data;
   if (!c) return null;
 
-  const tabs = [
+  const tabs: [string, string][] = [
     ["items", "Items"],
     ["tags", "Tags"],
     ["members", "Members"],
-  ] as const;
+  ];
+  if (role === "owner") tabs.push(["rules", "Rules"]);
   return (
     <section>
       <p className="crumbs">
@@ -66,6 +68,7 @@ export function CollectionPage() {
         <TagsPanel collectionId={id} onPick={(tag) => setParams({ tab: "items", tag })} />
       )}
       {tab === "members" && <MembersPanel collectionId={id} role={role} />}
+      {tab === "rules" && role === "owner" && <RulesPanel collectionId={id} />}
     </section>
   );
 }

@@ -244,8 +244,13 @@ try {
   await alice.goto(collectionUrl);
   await alice.getByRole("link", { name: /second edition/ }).waitFor();
   await check(alice, "18-collection-375px");
-  const overflow = await alice.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  assert.ok(overflow <= 0, `no horizontal scrolling at 375 px (overflow ${overflow}px)`);
+  for (const path of ["/", collectionUrl, collectionUrl + "?tab=members", collectionUrl + "?tab=rules", itemUrl, itemUrl + "/edit", "/search?q=rust", "/jobs", "/audit"]) {
+    await alice.goto(path);
+    await alice.locator("main h1").first().waitFor();
+    await alice.waitForLoadState("networkidle").catch(() => undefined);
+    const overflow = await alice.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `no horizontal scrolling at 375 px on ${path} (overflow ${overflow}px)`);
+  }
 
   step("signing out returns to sign-in; an ended session remembers the page");
   await alice.getByRole("button", { name: "Sign out" }).click();

@@ -98,54 +98,56 @@ export function MembersPanel({ collectionId, role }: { collectionId: string; rol
       <ErrorNote error={members.error} />
       {members.data?.length === 0 && <Empty>No members.</Empty>}
       {members.data && members.data.length > 0 && (
-        <table className="table" aria-label="Members">
-          <thead>
-            <tr>
-              <th scope="col">Member</th>
-              <th scope="col">Role</th>
-              {isOwner && <th scope="col">Actions</th>}
-            </tr>
-          </thead>
-          <tbody>
-            {members.data.map((m) => (
-              <tr key={m.user_id}>
-                <td>
-                  {m.display_name || m.email}
-                  {m.display_name && <div className="muted small">{m.email}</div>}
-                </td>
-                <td>
-                  {isOwner ? (
-                    <select
-                      aria-label={`Role of ${m.email}`}
-                      value={m.role}
-                      disabled={busy}
-                      onChange={(e) => void setRole(m.user_id, e.target.value as Role)}
-                    >
-                      {ROLES.map((r) => (
-                        <option key={r}>{r}</option>
-                      ))}
-                    </select>
-                  ) : (
-                    <span className={`badge badge-${m.role}`}>{m.role}</span>
-                  )}
-                </td>
-                {isOwner && (
-                  <td>
-                    <button
-                      type="button"
-                      className="danger"
-                      disabled={busy}
-                      onClick={() => void remove(m.user_id)}
-                      aria-label={`Remove ${m.email}`}
-                    >
-                      Remove
-                    </button>
-                  </td>
-                )}
+        <div className="scroll-x">
+          <table className="table" aria-label="Members">
+            <thead>
+              <tr>
+                <th scope="col">Member</th>
+                <th scope="col">Role</th>
+                {isOwner && <th scope="col">Actions</th>}
               </tr>
-            ))}
-          </tbody>
-        </table>
+            </thead>
+            <tbody>
+              {members.data.map((m) => (
+                <tr key={m.user_id}>
+                  <td>
+                    {m.display_name || m.email}
+                    {m.display_name && <div className="muted small">{m.email}</div>}
+                  </td>
+                  <td>
+                    {isOwner ? (
+                      <select
+                        aria-label={`Role of ${m.email}`}
+                        value={m.role}
+                        disabled={busy}
+                        onChange={(e) => void setRole(m.user_id, e.target.value as Role)}
+                      >
+                        {ROLES.map((r) => (
+                          <option key={r}>{r}</option>
+                        ))}
+                      </select>
+                    ) : (
+                      <span className={`badge badge-${m.role}`}>{m.role}</span>
+                    )}
+                  </td>
+                  {isOwner && (
+                    <td>
+                      <button
+                        type="button"
+                        className="danger"
+                        disabled={busy}
+                        onClick={() => void remove(m.user_id)}
+                        aria-label={`Remove ${m.email}`}
+                      >
+                        Remove
+                      </button>
+                    </td>
+                  )}
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
       )}
     </div>
   );

@@ -316,7 +316,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             let settings = load_settings(&cli, overrides)?;
             atlas_telemetry::init_logging(&settings.telemetry)?;
-            serve(settings).await
+            let served = serve(settings).await;
+            // Export the spans still buffered (the exporter blocks on I/O).
+            let _ = tokio::task::spawn_blocking(atlas_telemetry::shutdown_tracing).await;
+            served
         }
         Command::Migrate { command } => {
             if let MigrateCommand::Generate { module, name } = command {

@@ -1140,3 +1140,160 @@ async fn init_cluster_writes_a_production_config_that_serves() {
     assert_eq!(http_status(&format!("{base}/ready")).unwrap(), 200);
     stop(&mut server);
 }
+
+/// Spans an OTLP/HTTP (JSON) receiver of the test was sent: every span of
+/// every export request, flattened.
+#[derive(Clone, Default)]
+struct SpanSink(std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl SpanSink {
+    async fn start(&self) -> String {
+        let sink = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+                let sink = sink.clone();
+                async move {
+                    let mut spans = sink.0.lock().unwrap();
+                    for rs in body["resourceSpans"].as_array().into_iter().flatten() {
+                        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                            spans.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+                        }
+                    }
+                    axum::Json(serde_json::json!({}))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a str> {
+    span["attributes"].as_array()?.iter().find(|a| a["key"] == key)?["value"]["stringValue"].as_str()
+}
+
+/// With traces exported over OTLP, in nats mode, one trace holds the
+/// request, the consumers of its event (audit, rules …), the job a rule
+/// enqueued, and the consumers of the job's own write, each span the child
+/// of the one that caused it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_links_request_consumers_and_job_over_otlp() {
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let Some(database) = TestDatabase::postgres().await else {
+        return;
+    };
+    let sink = SpanSink::default();
+    let endpoint = sink.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir_all(&rules).unwrap();
+    std::fs::write(
+        rules.join("derive.yaml"),
+        "name: derive\non: ItemCreated\ndo:\n  - enqueue_job: {type: APPLY_DERIVED_TAGS, payload: {item_id: '${event.entity.id}'}}\n",
+    )
+    .unwrap();
+    let rules_dir = rules.display().to_string();
+    let env = cluster_env(
+        &database,
+        &nats,
+        &[
+            ("ATLAS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+            ("ATLAS_TELEMETRY__OTLP_PROTOCOL", "http/json"),
+            ("ATLAS_RULES__DIR", rules_dir.as_str()),
+            ("ATLAS_JOBS__POLL_INTERVAL_MS", "50"),
+        ],
+    );
+    let (mut server, base) = serve(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let (token, url) = sign_up_with_collection(&client, &base, "trace@otlp.org").await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let item: serde_json::Value = client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+        .json(&serde_json::json!({"title": "Traced", "metadata": {"enrichment": {"site_name": "Trace Site"}}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let item_url = format!("{base}/api/v1/items/{}", item["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now: serde_json::Value = client
+            .get(&item_url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if now["tags"].as_array().unwrap().iter().any(|t| t == "trace site") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rule's job did not tag the item: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Let the consumers of the job's ItemUpdated run, then stop: the
+    // exporter flushes on the way out.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(&mut server);
+    let spans: Vec<serde_json::Value> = sink
+        .spans()
+        .into_iter()
+        .filter(|s| s["traceId"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(trace)))
+        .collect();
+    let names: Vec<String> = spans
+        .iter()
+        .map(|s| format!("{} {}", s["name"], attribute(s, "consumer").unwrap_or_default()))
+        .collect();
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<&serde_json::Value> {
+        spans.iter().filter(|s| pred(s)).collect()
+    };
+    let requests = find(&|s| s["name"] == "http.request" && attribute(s, "http.request.method") == Some("POST"));
+    assert_eq!(requests.len(), 1, "{names:?}");
+    let request = requests[0];
+    assert_eq!(
+        request["parentSpanId"].as_str().map(str::to_ascii_lowercase).as_deref(),
+        Some("00f067aa0ba902b7")
+    );
+    let consumed = |consumer: &str, event_type: &str| -> Vec<&serde_json::Value> {
+        find(&|s| {
+            s["name"] == "event.consume"
+                && attribute(s, "consumer") == Some(consumer)
+                && attribute(s, "event_type") == Some(event_type)
+        })
+    };
+    for consumer in ["audit", "search", "rules", "webhooks"] {
+        let c = consumed(consumer, "ItemCreated");
+        assert_eq!(c.len(), 1, "{consumer}: {names:?}");
+        assert_eq!(
+            c[0]["parentSpanId"], request["spanId"],
+            "{consumer} is a child of the request"
+        );
+    }
+    let rules = consumed("rules", "ItemCreated")[0];
+    let jobs = find(&|s| s["name"] == "job" && attribute(s, "job_type") == Some("APPLY_DERIVED_TAGS"));
+    assert_eq!(jobs.len(), 1, "{names:?}");
+    assert_eq!(
+        jobs[0]["parentSpanId"], rules["spanId"],
+        "the job run is a child of the rule that enqueued it"
+    );
+    let after_job = consumed("audit", "ItemUpdated");
+    assert_eq!(after_job.len(), 1, "{names:?}");
+    assert_eq!(
+        after_job[0]["parentSpanId"], jobs[0]["spanId"],
+        "the job's own write is consumed under the job's span"
+    );
+}

@@ -117,6 +117,21 @@ pub struct Envelope {
     pub span_id: Option<String>,
 }
 
+/// The span of `consumer` handling `envelope`: a child of the span that
+/// wrote the event, in the event's trace.
+pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        "event.consume",
+        consumer = %consumer,
+        event_id = %envelope.event_id,
+        event_type = %envelope.event_type,
+        trace_id = %envelope.trace_id,
+        request_id = %envelope.request_id,
+    );
+    atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
+    span
+}
+
 /// Who and what caused an event: taken from the request (or job) at hand.
 #[derive(Debug, Clone)]
 pub struct EventContext {

@@ -470,8 +470,12 @@ impl Handling {
             .map(serde_json::to_value)
             .collect::<Result<Vec<_>, _>>()?;
         let span = tracing::info_span!("event.consume_batch", consumer = %self.name, events = envelopes.len());
+        // Each event also gets its own span in its own trace, open while the
+        // batch is handled, so every event's trace shows this consumer.
+        let per_event: Vec<tracing::Span> = envelopes.iter().map(|e| self.span(e)).collect();
         let started = Instant::now();
         let result = tracing::Instrument::instrument(self.consumer.handle_batch(&json), span).await;
+        drop(per_event);
         metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         if result.is_ok() {
@@ -485,19 +489,8 @@ impl Handling {
         result
     }
 
-    /// The handler's span: a child of the span that wrote the event, in the
-    /// event's trace.
     fn span(&self, envelope: &Envelope) -> tracing::Span {
-        let span = tracing::info_span!(
-            "event.consume",
-            consumer = %self.name,
-            event_id = %envelope.event_id,
-            event_type = %envelope.event_type,
-            trace_id = %envelope.trace_id,
-            request_id = %envelope.request_id,
-        );
-        atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
-        span
+        crate::consume_span(&self.name, envelope)
     }
 
     /// Call the handler once, inside the event's span, recording metrics.

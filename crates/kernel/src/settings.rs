@@ -1127,6 +1127,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "audit",
     "jobs",
     "search",
+    "rules",
     "telemetry",
 ];
 

@@ -35,6 +35,29 @@ fn defaults_are_embedded_mode_on_localhost() {
 }
 
 #[test]
+fn every_section_can_be_set_from_the_environment() {
+    // One variable per top-level section, each naming a key of it.
+    let dir = tempfile::tempdir().unwrap();
+    let defaults = serde_json::to_value(Settings::default()).unwrap();
+    let sections: Vec<String> = defaults
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(sections.contains(&"rules".to_string()), "{sections:?}");
+    for section in sections {
+        let bogus = format!("ATLAS_{}__NO_SUCH_KEY", section.to_uppercase());
+        let err = Settings::load(&source(dir.path(), &[(bogus.as_str(), "1")]))
+            .expect_err("an unknown key inside a known section is an error");
+        assert_eq!(invalid_key(err), format!("{section}.no_such_key"), "{bogus}");
+    }
+    let s = Settings::load(&source(dir.path(), &[("ATLAS_RULES__DIR", "/etc/atlas/rules")])).unwrap();
+    assert_eq!(s.rules.dir, Path::new("/etc/atlas/rules"));
+}
+
+#[test]
 fn later_layers_win() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

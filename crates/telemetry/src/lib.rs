@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -38,6 +39,9 @@ pub struct TelemetrySettings {
     /// OTLP/HTTP (protobuf) traces endpoint, e.g.
     /// `http://collector:4318/v1/traces`. Unset: no spans are exported.
     pub otlp_endpoint: Option<String>,
+    /// How spans are encoded: `http/protobuf` (the OTLP default) or
+    /// `http/json`.
+    pub otlp_protocol: OtlpProtocol,
     /// Share of new traces recorded (0.0–1.0); a trace that arrives with a
     /// sampled parent is always recorded.
     pub trace_sample_ratio: f64,
@@ -49,9 +53,19 @@ impl Default for TelemetrySettings {
             log_format: LogFormat::Auto,
             log_level: "info".into(),
             otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::HttpProtobuf,
             trace_sample_ratio: 1.0,
         }
     }
+}
+
+/// The OTLP/HTTP encoding of exported spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +81,18 @@ static TRACER_PROVIDER: OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = 
 /// The OpenTelemetry tracer provider exporting to `endpoint`.
 fn tracer_provider(
     endpoint: &str,
+    protocol: OtlpProtocol,
     sample_ratio: f64,
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     use opentelemetry_sdk::trace::Sampler;
+    let protocol = match protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+    };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_protocol(protocol)
         .with_endpoint(endpoint)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
@@ -113,14 +133,20 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
     let otel = match &settings.otlp_endpoint {
         Some(endpoint) => {
             use opentelemetry::trace::TracerProvider as _;
-            let provider = tracer_provider(endpoint, settings.trace_sample_ratio)?;
+            let provider = tracer_provider(endpoint, settings.otlp_protocol, settings.trace_sample_ratio)?;
             let tracer = provider.tracer("atlas");
             let _ = TRACER_PROVIDER.set(provider);
-            Some(tracing_opentelemetry::layer().with_tracer(tracer))
+            // Spans are exported whatever the log level: `log_level = "warn"`
+            // quiets the logs, not the traces.
+            Some(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+            )
         }
         None => None,
     };
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    let registry = tracing_subscriber::registry().with(otel);
     let result = if json {
         registry
             .with(
@@ -128,12 +154,13 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init()
     } else {
         registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(tracing_subscriber::fmt::layer().with_target(false).with_filter(filter))
             .try_init()
     };
     if result.is_ok() {

@@ -156,6 +156,7 @@ mod tests {
         let change = ItemChange {
             set_metadata: vec![("enrichment".into(), json!({"title": "T"}))],
             add_tags: vec![" Rust ".into(), "Web".into()],
+            ..Default::default()
         };
         apply(&mut i, &change).unwrap();
         assert_eq!(i.tags, ["rust", "web"]);

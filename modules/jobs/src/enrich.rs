@@ -23,7 +23,7 @@ use serde_json::Value;
 use url::Url;
 
 use crate::handler::{JobError, JobHandler, JobRun, JobScope};
-use crate::ssrf::{AddressPolicy, GuardError};
+use crate::ssrf::{error_chain, AddressPolicy, GuardError};
 
 /// Longest text kept per field.
 const FIELD_MAX_CHARS: usize = 1000;
@@ -166,17 +166,6 @@ impl PageFetcher {
             body.extend_from_slice(&chunk);
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 fn clean(text: &str) -> Option<String> {

@@ -94,12 +94,15 @@ pub struct Job {
     /// The event that caused it (a rule's action), if any.
     #[serde(skip)]
     pub causation_id: Option<String>,
+    /// The span that enqueued it, when traces are exported.
+    #[serde(skip)]
+    pub span_id: Option<String>,
 }
 
 pub(crate) const JOB_COLUMNS: &str =
     "id, type, status, payload, result, attempts, max_attempts, priority, last_error, run_at, \
      started_at, finished_at, created_by, created_at, updated_at, idempotency_key, cancel_requested, workflow_id, \
-     collection_id, workflow_step, lease_owner, request_id, trace_id, causation_id";
+     collection_id, workflow_step, lease_owner, request_id, trace_id, causation_id, span_id";
 
 fn json_column(row: &AnyRow, name: &str) -> Result<Option<Value>, sqlx::Error> {
     let text: Option<String> = row.try_get(name)?;
@@ -136,6 +139,7 @@ impl Job {
             request_id: row.try_get("request_id")?,
             trace_id: row.try_get("trace_id")?,
             causation_id: row.try_get("causation_id")?,
+            span_id: row.try_get("span_id")?,
         })
     }
 

@@ -74,6 +74,8 @@ pub struct NewJob {
     pub trace_id: String,
     /// The event that caused it (a rule's action), if any.
     pub causation_id: Option<String>,
+    /// The span that enqueued it, when traces are exported.
+    pub span_id: Option<String>,
 }
 
 impl NewJob {
@@ -91,6 +93,7 @@ impl NewJob {
             request_id: String::new(),
             trace_id: String::new(),
             causation_id: None,
+            span_id: None,
         }
     }
 }
@@ -620,8 +623,8 @@ pub(crate) async fn insert_job(
     };
     let sql = format!(
         "INSERT INTO jobs (id, type, status, payload, attempts, max_attempts, priority, run_at, idempotency_key, collection_id, \
-         workflow_id, workflow_step, created_by, request_id, trace_id, created_at, updated_at, causation_id) \
-         VALUES ($1, $2, 'queued', $3, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15) \
+         workflow_id, workflow_step, created_by, request_id, trace_id, created_at, updated_at, causation_id, span_id) \
+         VALUES ($1, $2, 'queued', $3, 0, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14, $15, $16) \
          ON CONFLICT (created_by, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING RETURNING {JOB_COLUMNS}"
     );
     let row = sqlx::query(&sql)
@@ -640,6 +643,7 @@ pub(crate) async fn insert_job(
         .bind(&job.trace_id)
         .bind(&t)
         .bind(&job.causation_id)
+        .bind(&job.span_id)
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(row) = row {
@@ -691,7 +695,7 @@ pub(crate) fn job_events(job: &Job) -> EventContext {
         request_id: job.request_id.clone(),
         trace_id: job.trace_id.clone(),
         causation_id: job.causation_id.clone(),
-        span_id: None,
+        span_id: job.span_id.clone(),
     }
 }
 

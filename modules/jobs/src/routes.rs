@@ -257,6 +257,7 @@ async fn create_job(
     job.collection_id = collection_id;
     job.request_id = req.request_id.clone();
     job.trace_id = req.trace_id.clone();
+    job.span_id = atlas_telemetry::trace::span_id(&tracing::Span::current());
     let (job, created) = s.queue.enqueue(job).await?;
     let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
     Ok(located(status, format!("/api/v1/jobs/{}", job.id), job))
@@ -387,6 +388,7 @@ async fn start_workflow(
         request_id: req.request_id.clone(),
         trace_id: req.trace_id.clone(),
         causation_id: None,
+        span_id: atlas_telemetry::trace::span_id(&tracing::Span::current()),
     };
     let workflow = workflow::start(&s.queue, &definition, input, who).await?;
     Ok(located(

@@ -16,6 +16,19 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use ipnet::IpNet;
 use url::Url;
 
+/// An error and its causes in one line (`request failed: connect: refused`),
+/// for the logs and records of outbound requests.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 /// Why a URL may not be connected to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GuardError {

@@ -211,7 +211,7 @@ impl Worker {
             .timeout()
             .unwrap_or(Duration::from_secs(self.queue.settings().timeout_secs));
         let cancel = CancellationToken::new();
-        let attempt = JobRun {
+        let mut attempt = JobRun {
             id: job.id.clone(),
             job_type: job.job_type.clone(),
             payload: job.payload.clone(),
@@ -222,6 +222,12 @@ impl Worker {
             cancel: cancel.clone(),
         };
         let span = tracing::info_span!("job", job_id = %job.id, job_type = %job.job_type, attempt = job.attempts, trace_id = %job.trace_id);
+        // The run is a child of the span that enqueued the job, and the
+        // handler's writes are children of the run.
+        atlas_telemetry::trace::continue_trace(&span, &job.trace_id, job.span_id.as_deref());
+        if let Some(id) = atlas_telemetry::trace::span_id(&span) {
+            attempt.events.span_id = Some(id);
+        }
         let work = tokio::time::timeout(limit, handler.run(&attempt));
         tokio::pin!(work);
         let beat = Duration::from_secs(self.queue.settings().heartbeat_secs);

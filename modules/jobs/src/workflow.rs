@@ -104,6 +104,9 @@ pub struct WorkflowStart {
     /// The event that caused it (a rule's action), if any; its step jobs
     /// carry it.
     pub causation_id: Option<String>,
+    /// The span that started it, when traces are exported: every step's run
+    /// is its child.
+    pub span_id: Option<String>,
 }
 
 /// Start a workflow: its row and its first step's job, in one transaction.
@@ -197,6 +200,7 @@ fn step_job(definition: &WorkflowDefinition, index: usize, id: &str, input: &Val
     job.request_id = who.request_id.clone();
     job.trace_id = who.trace_id.clone();
     job.causation_id = who.causation_id.clone();
+    job.span_id = who.span_id.clone();
     job
 }
 
@@ -231,6 +235,7 @@ pub(crate) async fn on_job_finished(conn: &mut AnyConnection, queue: &JobQueue, 
         request_id: workflow.request_id.clone(),
         trace_id: workflow.trace_id.clone(),
         causation_id: job.causation_id.clone(),
+        span_id: job.span_id.clone(),
     };
     let t = atlas_db::now();
     let mut event = None;

@@ -360,6 +360,7 @@ impl RulesEngine {
                 job.request_id = ev.request_id.clone();
                 job.trace_id = ev.trace_id.clone();
                 job.causation_id = ev.causation_id.clone();
+                job.span_id = ev.span_id.clone();
                 queue.enqueue(job).await?;
             }
             _ => {
@@ -372,6 +373,7 @@ impl RulesEngine {
                     request_id: ev.request_id.clone(),
                     trace_id: ev.trace_id.clone(),
                     causation_id: ev.causation_id.clone(),
+                    span_id: ev.span_id.clone(),
                 };
                 workflow::start(queue, &definition, input, who).await?;
             }

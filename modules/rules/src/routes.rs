@@ -185,6 +185,16 @@ fn one_rule(text: &str, options: &LoadOptions) -> ApiResult<Checked> {
     rules.pop().ok_or_else(|| invalid(Vec::new()))
 }
 
+/// What storing `rule`, sent as `text` by `principal`, writes.
+fn change<'a>(rule: &'a Checked, text: &'a str, principal: &'a Principal) -> RuleChange<'a> {
+    RuleChange {
+        name: &rule.name,
+        definition: &rule.definition,
+        source: text,
+        author: &principal.user_id,
+    }
+}
+
 async fn authorize(s: &RulesState, principal: &Principal, collection_id: &str) -> ApiResult<()> {
     s.guard
         .authorize(principal, collection_id, RESOURCE, ACTION)
@@ -247,18 +257,7 @@ async fn create_rule(
     authorize(&s, &principal, &id).await?;
     let text = body_text(&headers, &body)?;
     let rule = one_rule(&text, s.book.collection_options())?;
-    let stored = s
-        .store
-        .create(
-            &id,
-            RuleChange {
-                name: &rule.name,
-                definition: &rule.definition,
-                source: &text,
-                author: &principal.user_id,
-            },
-        )
-        .await?;
+    let stored = s.store.create(&id, change(&rule, &text, &principal)).await?;
     Ok(created(format!("/api/v1/collections/{id}/rules/{}", stored.id), stored))
 }
 
@@ -306,19 +305,7 @@ async fn update_rule(
     authorize(&s, &principal, &id).await?;
     let text = body_text(&headers, &body)?;
     let rule = one_rule(&text, s.book.collection_options())?;
-    let stored = s
-        .store
-        .update(
-            &id,
-            &rule_id,
-            RuleChange {
-                name: &rule.name,
-                definition: &rule.definition,
-                source: &text,
-                author: &principal.user_id,
-            },
-        )
-        .await?;
+    let stored = s.store.update(&id, &rule_id, change(&rule, &text, &principal)).await?;
     Ok(Json(stored))
 }
 

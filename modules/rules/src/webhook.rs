@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
-use atlas_jobs::ssrf::{AddressPolicy, GuardError};
+use atlas_jobs::ssrf::{error_chain, AddressPolicy, GuardError};
 use atlas_kernel::{Consumer, ModuleError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -306,17 +306,6 @@ impl WebhookDispatcher {
             }
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
 }
 
 /// One logged attempt, as `GET /webhooks/deliveries` shows it.

@@ -224,6 +224,12 @@ impl Indexer {
     ) -> Result<usize, SearchError> {
         let fields = &generation.fields;
         let mut touched: BTreeSet<String> = BTreeSet::new();
+        // Each event's trace shows the indexer, for as long as its batch takes.
+        let _spans: Vec<tracing::Span> = batch
+            .iter()
+            .filter(|(_, e)| !e.trace_id.is_empty())
+            .map(|(_, e)| atlas_events::consume_span("search", e))
+            .collect();
         for (_, envelope) in batch {
             match envelope.event_type.as_str() {
                 "ItemCreated" | "ItemUpdated" | "ItemDeleted" => {

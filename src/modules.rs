@@ -19,3 +19,5 @@ use atlas_realtime as _;
 use atlas_rules as _;
 #[cfg(feature = "search")]
 use atlas_search as _;
+#[cfg(feature = "ui")]
+use atlas_ui as _;

@@ -4,10 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
+use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
@@ -49,6 +51,7 @@ impl Default for HttpSettings {
 pub struct AppRouterBuilder {
     api: OpenApiRouter,
     root: Router,
+    fallback: Option<Router>,
     doc: OpenApi,
     write_gate: Option<Arc<WriteGate>>,
 }
@@ -75,6 +78,7 @@ impl AppRouterBuilder {
         AppRouterBuilder {
             api: OpenApiRouter::new(),
             root: Router::new(),
+            fallback: None,
             doc,
             write_gate: None,
         }
@@ -104,8 +108,18 @@ impl AppRouterBuilder {
         self
     }
 
+    /// Serve requests that match no route and lie outside the API prefix
+    /// with `routes` (a web UI whose client-side routes are not known here).
+    /// Paths under `/api/` keep the JSON 404. A later call replaces an
+    /// earlier one.
+    pub fn fallback(mut self, routes: Router) -> Self {
+        self.fallback = Some(routes);
+        self
+    }
+
     /// The OpenAPI document as it will be served.
     pub fn build(self, settings: &HttpSettings) -> (Router, OpenApi) {
+        let fallback = self.fallback;
         let (mut api_router, api_doc) = OpenApiRouter::new().nest(API_PREFIX, self.api).split_for_parts();
         if let Some(gate) = self.write_gate {
             api_router = api_router.layer(from_fn_with_state(gate, crate::admission::admit_writes));
@@ -116,9 +130,26 @@ impl AppRouterBuilder {
             .root
             .merge(api_router)
             .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
-            .fallback(|| async { ApiError::NotFound("no route matches this path".into()) });
+            .fallback(move |req: Request| unmatched(fallback, req));
         (with_middleware(router, settings), doc)
     }
+}
+
+/// A request no route matched: the fallback router's, unless it is addressed
+/// to the API (where a client expects the JSON 404, not a web page).
+async fn unmatched(fallback: Option<Router>, req: Request) -> Response {
+    match fallback {
+        Some(routes) if !is_api_path(req.uri().path()) => match routes.oneshot(req).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        },
+        _ => ApiError::NotFound("no route matches this path".into()).into_response(),
+    }
+}
+
+/// `/api` and everything under `/api/` belong to the API, present or future versions.
+fn is_api_path(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
 }
 
 /// Wrap a router in the standard middleware stack (see [`crate::middleware`]).

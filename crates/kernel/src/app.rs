@@ -76,8 +76,9 @@ impl Atlas {
         &self.migrations
     }
 
-    /// The HTTP application and its OpenAPI document. Module routes are only
-    /// mounted when the role serves the API; operations endpoints always are.
+    /// The HTTP application and its OpenAPI document. Module routes (and a
+    /// module's fallback, the web UI) are only mounted when the role serves
+    /// the API; operations endpoints always are.
     pub fn router(&self) -> (Router, utoipa::openapi::OpenApi) {
         let settings = self.ctx.settings();
         let mut builder = AppRouterBuilder::new("Atlas", env!("CARGO_PKG_VERSION"))
@@ -90,6 +91,9 @@ impl Atlas {
             if settings.server.role.serves_api() {
                 if let Some(routes) = module.routes(&self.ctx) {
                     builder = builder.api(routes);
+                }
+                if let Some(pages) = module.fallback(&self.ctx) {
+                    builder = builder.fallback(pages);
                 }
             }
         }

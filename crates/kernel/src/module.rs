@@ -36,6 +36,14 @@ pub trait Module: Send + Sync + 'static {
         None
     }
 
+    /// Serves requests outside `/api/v1` that no other route matches: a web
+    /// UI's files, and its page for client-side routes. Called after every
+    /// module's `init`. At most one module should provide it; when several
+    /// do, the last in module order wins.
+    fn fallback(&self, _ctx: &AppContext) -> Option<axum::Router> {
+        None
+    }
+
     /// Extra OpenAPI content (schemas, tags) beyond what `routes` documents.
     fn openapi(&self) -> Option<utoipa::openapi::OpenApi> {
         None

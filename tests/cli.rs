@@ -1284,6 +1284,8 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
         );
     }
     let rules = consumed("rules", "ItemCreated")[0];
+    assert_eq!(attribute(rules, "messaging.operation.type"), Some("process"));
+    assert_eq!(rules["kind"], 5, "a consumer span (SPAN_KIND_CONSUMER)");
     let jobs = find(&|s| s["name"] == "job" && attribute(s, "job_type") == Some("APPLY_DERIVED_TAGS"));
     assert_eq!(jobs.len(), 1, "{names:?}");
     assert_eq!(

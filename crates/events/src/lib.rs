@@ -120,6 +120,8 @@ pub struct Envelope {
 /// The span of `consumer` handling `envelope`: a child of the span that
 /// wrote the event, in the event's trace.
 pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {
+    // Besides Atlas's own fields, the attributes of OpenTelemetry's
+    // messaging conventions for processing a message.
     let span = tracing::info_span!(
         "event.consume",
         consumer = %consumer,
@@ -127,6 +129,11 @@ pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {
         event_type = %envelope.event_type,
         trace_id = %envelope.trace_id,
         request_id = %envelope.request_id,
+        messaging.operation.type = "process",
+        messaging.consumer.group.name = %consumer,
+        messaging.message.id = %envelope.event_id,
+        messaging.destination.name = %envelope.event_type,
+        otel.kind = "consumer",
     );
     atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
     span

@@ -134,6 +134,7 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
         Some(endpoint) => {
             use opentelemetry::trace::TracerProvider as _;
             let provider = tracer_provider(endpoint, settings.otlp_protocol, settings.trace_sample_ratio)?;
+            trace::set_sample_ratio(settings.trace_sample_ratio);
             let tracer = provider.tracer("atlas");
             let _ = TRACER_PROVIDER.set(provider);
             // Spans are exported whatever the log level: `log_level = "warn"`

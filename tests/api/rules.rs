@@ -653,7 +653,8 @@ async fn webhooks(backend: TestBackend) {
     let item = app.item(&owner, &c, json!({"title": "hooked"})).await;
     let item_id = item["id"].as_str().unwrap().to_string();
 
-    // The event is dead-lettered for `webhooks` once `/down` used its 3 attempts.
+    // The event is dead-lettered for `webhooks` once `/down` used its
+    // attempts: the first, then events.max_deliver (3) more.
     eventually("the webhook event to be dead-lettered", || async {
         (app.count("SELECT COUNT(*) FROM dead_letters WHERE consumer = 'webhooks'")
             .await
@@ -676,7 +677,7 @@ async fn webhooks(backend: TestBackend) {
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(receiver.calls("/flaky").len(), 2, "a 500 is retried");
     assert_eq!(receiver.calls("/bad").len(), 1, "a 400 is not retried");
-    assert_eq!(receiver.calls("/down").len(), 3, "retried up to events.max_deliver");
+    assert_eq!(receiver.calls("/down").len(), 4, "retried events.max_deliver times");
     let flaky = receiver.calls("/flaky");
     assert_eq!(
         flaky[0].0["webhook-id"], flaky[1].0["webhook-id"],
@@ -701,7 +702,7 @@ async fn webhooks(backend: TestBackend) {
     assert_eq!(outcomes["ok"], ["delivered"]);
     assert_eq!(outcomes["flaky"], ["retrying", "delivered"]);
     assert_eq!(outcomes["bad"], ["failed"]);
-    assert_eq!(outcomes["down"], ["retrying", "retrying", "dead"]);
+    assert_eq!(outcomes["down"], ["retrying", "retrying", "retrying", "dead"]);
     assert_eq!(
         outcomes["private"],
         ["refused"],

@@ -472,7 +472,11 @@ impl Handling {
         let span = tracing::info_span!("event.consume_batch", consumer = %self.name, events = envelopes.len());
         // Each event also gets its own span in its own trace, open while the
         // batch is handled, so every event's trace shows this consumer.
-        let per_event: Vec<tracing::Span> = envelopes.iter().map(|e| self.span(e)).collect();
+        let per_event: Vec<tracing::Span> = if self.consumer.spans_each_event() {
+            Vec::new()
+        } else {
+            envelopes.iter().map(|e| self.span(e)).collect()
+        };
         let started = Instant::now();
         let result = tracing::Instrument::instrument(self.consumer.handle_batch(&json), span).await;
         drop(per_event);

@@ -95,6 +95,14 @@ pub trait Consumer: Send + Sync + 'static {
         false
     }
 
+    /// Whether [`handle_batch`](Consumer::handle_batch) opens each event's
+    /// own span itself (handling events one by one inside a batch). When
+    /// not, the runtime gives every event of a batch a span of its own that
+    /// lasts as long as the batch.
+    fn spans_each_event(&self) -> bool {
+        false
+    }
+
     /// Handle several events, in log order, as one unit: all take effect or
     /// none. An error makes the runtime hand the same events to `handle`
     /// one at a time (with retries and dead letters as usual). The default

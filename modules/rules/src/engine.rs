@@ -156,6 +156,29 @@ pub async fn fired(
     Ok((eval::matching(&rules, event), chain))
 }
 
+/// Events a rules consumer takes at once: one offset commit per batch. The
+/// events are still handled one at a time, in order, each in its own span;
+/// a failure fails the batch, and the runtime then retries its events one
+/// by one (those already done are skipped: both consumers are idempotent).
+pub const BATCH: usize = 256;
+
+/// Handle `events` in order with `handle`, each inside its own consumer span.
+pub async fn one_by_one<'a, F, Fut>(consumer: &str, events: &'a [Value], mut handle: F) -> Result<(), ModuleError>
+where
+    F: FnMut(&'a Value) -> Fut,
+    Fut: std::future::Future<Output = Result<(), ModuleError>>,
+{
+    use tracing::Instrument as _;
+    for event in events {
+        let span = match serde_json::from_value::<atlas_events::Envelope>(event.clone()) {
+            Ok(envelope) => atlas_events::consume_span(consumer, &envelope),
+            Err(_) => tracing::Span::none(),
+        };
+        handle(event).instrument(span).await?;
+    }
+    Ok(())
+}
+
 /// The event context of an action's writes: the triggering event's actor,
 /// request and trace, and the event as the cause.
 pub fn action_events(event: &Value) -> EventContext {
@@ -194,6 +217,23 @@ impl Consumer for RulesEngine {
 
     fn event_types(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// A redelivered event skips the actions `rule_firings` records as done.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn batch_size(&self) -> usize {
+        BATCH
+    }
+
+    fn spans_each_event(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
+        one_by_one(self.name(), events, |e| self.handle(e)).await
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {

@@ -9,8 +9,8 @@
 //!   secret as its bytes. Secrets are read at each delivery.
 //! - A 2xx answer delivers. Network errors, timeouts, 408, 429 and 5xx are
 //!   retried: the consumer fails the event, so the event runtime retries it
-//!   with backoff and, after `events.max_deliver` deliveries, dead-letters it
-//!   (the last attempt is logged as `dead`). Other answers (3xx, 4xx) are
+//!   with backoff — up to `events.max_deliver` more deliveries after the
+//!   first — and then dead-letters it (the last attempt is logged as `dead`). Other answers (3xx, 4xx) are
 //!   `failed` and not retried. Webhooks of the same event that already ended
 //!   are not sent again.
 //! - The same SSRF guard as `ENRICH_URL`: private, loopback, link-local …
@@ -33,7 +33,7 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use crate::book::RuleBook;
-use crate::engine::{fired, Firings};
+use crate::engine::{fired, one_by_one, Firings};
 use crate::rule::{Action, Origin, Rule, SecretSource};
 
 /// The Standard Webhooks signature of one message.
@@ -124,7 +124,8 @@ pub struct WebhookDispatcher {
     pub db: Database,
     pub policy: AddressPolicy,
     pub timeout: Duration,
-    /// `events.max_deliver`: the attempt that is the event's last delivery.
+    /// `events.max_deliver`: after the first attempt, the event is delivered
+    /// alone up to this many times; the last is the webhook's last attempt.
     pub max_attempts: u32,
     pub max_depth: u32,
 }
@@ -137,6 +138,23 @@ impl Consumer for WebhookDispatcher {
 
     fn event_types(&self) -> &[&'static str] {
         &[]
+    }
+
+    /// A redelivered event skips the webhooks the delivery log shows ended.
+    fn idempotent(&self) -> bool {
+        true
+    }
+
+    fn batch_size(&self) -> usize {
+        crate::engine::BATCH
+    }
+
+    fn spans_each_event(&self) -> bool {
+        true
+    }
+
+    async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
+        one_by_one(self.name(), events, |e| self.handle(e)).await
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
@@ -170,7 +188,10 @@ impl Consumer for WebhookDispatcher {
                     },
                 };
                 let number = attempts + 1;
-                if attempt.outcome == Outcome::Retrying && number >= i64::from(self.max_attempts) {
+                // The first attempt comes with the event's batch; a failure
+                // there is followed by up to `events.max_deliver` deliveries
+                // of the event alone, the last of which is dead-lettered.
+                if attempt.outcome == Outcome::Retrying && number > i64::from(self.max_attempts) {
                     attempt.outcome = Outcome::Dead;
                 }
                 metrics::counter!("atlas_webhook_deliveries_total", "outcome" => attempt.outcome.as_str()).increment(1);

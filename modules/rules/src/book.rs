@@ -167,19 +167,29 @@ impl RuleBook {
         }
     }
 
-    /// A collection's rules, from the cache while the revision is unchanged.
-    pub async fn collection(&self, collection_id: &str) -> Result<Arc<Vec<Arc<Rule>>>, atlas_db::sqlx::Error> {
+    /// Read the rules revision and forget the cached collection rules if it
+    /// moved. Called before handling events that are already committed, it
+    /// makes every rule change committed before them visible.
+    pub async fn refresh(&self) -> Result<(), atlas_db::sqlx::Error> {
         let revision = self.store.revision().await?;
-        {
-            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.revision != Some(revision) {
-                cache.rules.clear();
-                cache.revision = Some(revision);
-            }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.revision != Some(revision) {
+            cache.rules.clear();
+            cache.revision = Some(revision);
+        }
+        Ok(())
+    }
+
+    /// A collection's rules, from the cache (as of the last
+    /// [`refresh`](Self::refresh)).
+    pub async fn collection(&self, collection_id: &str) -> Result<Arc<Vec<Arc<Rule>>>, atlas_db::sqlx::Error> {
+        let revision = {
+            let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(rules) = cache.rules.get(collection_id) {
                 return Ok(rules.clone());
             }
-        }
+            cache.revision
+        };
         let mut rules = Vec::new();
         for (id, definition) in self.store.definitions(collection_id).await? {
             match self.compile_stored(collection_id, &id, definition) {
@@ -192,7 +202,7 @@ impl RuleBook {
         }
         let rules = Arc::new(rules);
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.revision == Some(revision) {
+        if cache.revision == revision {
             cache.rules.insert(collection_id.to_string(), rules.clone());
         }
         Ok(rules)

@@ -233,10 +233,20 @@ impl Consumer for RulesEngine {
     }
 
     async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
-        one_by_one(self.name(), events, |e| self.handle(e)).await
+        self.book.refresh().await?;
+        one_by_one(self.name(), events, |e| self.handle_fresh(e)).await
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
+        self.book.refresh().await?;
+        self.handle_fresh(event).await
+    }
+}
+
+impl RulesEngine {
+    /// Handle one event, the rules revision having been read after it was
+    /// committed.
+    async fn handle_fresh(&self, event: &Value) -> Result<(), ModuleError> {
         let wanted = |r: &Rule| r.actions.iter().any(|a| !matches!(a, Action::Webhook { .. }));
         let (rules, chain) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
         for rule in rules {
@@ -244,9 +254,7 @@ impl Consumer for RulesEngine {
         }
         Ok(())
     }
-}
 
-impl RulesEngine {
     /// Carry out `rule`'s actions for `event` (its item changes as one).
     async fn run(&self, rule: &Rule, event: &Value, depth: u32) -> Result<(), ModuleError> {
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or_default();

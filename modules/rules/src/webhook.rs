@@ -154,10 +154,20 @@ impl Consumer for WebhookDispatcher {
     }
 
     async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
-        one_by_one(self.name(), events, |e| self.handle(e)).await
+        self.book.refresh().await?;
+        one_by_one(self.name(), events, |e| self.handle_fresh(e)).await
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
+        self.book.refresh().await?;
+        self.handle_fresh(event).await
+    }
+}
+
+impl WebhookDispatcher {
+    /// Deliver one event's webhooks, the rules revision having been read
+    /// after it was committed.
+    async fn handle_fresh(&self, event: &Value) -> Result<(), ModuleError> {
         let wanted = |r: &Rule| r.actions.iter().any(|a| matches!(a, Action::Webhook { .. }));
         let (rules, _) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or_default();
@@ -242,9 +252,7 @@ impl Consumer for WebhookDispatcher {
             Err(format!("webhook delivery failed: {}", retry.join("; ")).into())
         }
     }
-}
 
-impl WebhookDispatcher {
     /// Attempts so far, and whether the webhook already ended (delivered,
     /// failed, refused or dead).
     async fn history(&self, event_id: &str, rule_key: &str, index: i64) -> Result<(i64, bool), sqlx::Error> {

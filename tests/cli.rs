@@ -502,6 +502,33 @@ async fn jobs_commands(backend: TestBackend) {
 }
 both_backends!(jobs_cli, jobs_commands);
 
+/// GET `url` with `token`: the JSON answer.
+async fn get_json(client: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POST `body` to `url`, with `token` when given: the JSON answer.
+async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> serde_json::Value {
+    let mut request = client.post(url).json(&body);
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Environment for an `atlas serve` process of a small cluster: PostgreSQL,
 /// this test's NATS streams, cheap hashing, no rate limit; `extra` appended.
 fn cluster_env<'a>(
@@ -529,26 +556,21 @@ fn cluster_env<'a>(
 /// Register `email` on the server at `base` and create a collection;
 /// returns the access token and the collection's items URL.
 async fn sign_up_with_collection(client: &reqwest::Client, base: &str, email: &str) -> (String, String) {
-    let registered: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/register"))
-        .json(&serde_json::json!({"email": email, "password": "password-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let registered = post_json(
+        client,
+        &format!("{base}/api/v1/auth/register"),
+        None,
+        serde_json::json!({"email": email, "password": "password-123"}),
+    )
+    .await;
     let token = registered["access_token"].as_str().unwrap().to_string();
-    let collection: serde_json::Value = client
-        .post(format!("{base}/api/v1/collections"))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"name": "Cluster"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let collection = post_json(
+        client,
+        &format!("{base}/api/v1/collections"),
+        Some(&token),
+        serde_json::json!({"name": "Cluster"}),
+    )
+    .await;
     let items = format!("{base}/api/v1/collections/{}/items", collection["id"].as_str().unwrap());
     (token, items)
 }
@@ -688,16 +710,13 @@ async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
     assert_eq!(sse.status(), 200);
     let mut body = sse.bytes_stream();
     let written = Instant::now();
-    let item: serde_json::Value = client
-        .post(&items_url)
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"title": "seen elsewhere"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let item = post_json(
+        &client,
+        &items_url,
+        Some(&token),
+        serde_json::json!({"title": "seen elsewhere"}),
+    )
+    .await;
     let item_id = item["id"].as_str().unwrap().to_string();
     let mut text = String::new();
     let arrived = tokio::time::timeout(Duration::from_secs(5), async {
@@ -739,16 +758,7 @@ async fn api_processes_on_nats_converge_to_the_same_search_results() {
     let (token, items_url) = sign_up_with_collection(&client, &a, "search@cluster.org").await;
     let mut ids = Vec::new();
     for i in 0..30 {
-        let item: serde_json::Value = client
-            .post(&items_url)
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"title": format!("heron {i}"), "body": if i % 2 == 0 { "even heron" } else { "odd heron" }}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let item = post_json(&client, &items_url, Some(&token), serde_json::json!({"title": format!("heron {i}"), "body": if i % 2 == 0 { "even heron" } else { "odd heron" }})).await;
         ids.push(item["id"].as_str().unwrap().to_string());
     }
     let patched = client
@@ -774,15 +784,7 @@ async fn api_processes_on_nats_converge_to_the_same_search_results() {
         async move {
             let mut out = Vec::new();
             for q in ["heron&limit=100&sort=title", "egret", "even&limit=100&sort=title"] {
-                let page: serde_json::Value = client
-                    .get(format!("{base}/api/v1/search/items?q={q}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let page = get_json(&client, &format!("{base}/api/v1/search/items?q={q}"), &token).await;
                 let ids: Vec<String> = page["items"]
                     .as_array()
                     .map(|a| {
@@ -817,28 +819,17 @@ async fn api_processes_on_nats_converge_to_the_same_search_results() {
         }
     }
     // The late node follows the stream after its bootstrap.
-    let item: serde_json::Value = client
-        .post(&items_url)
-        .bearer_auth(&token)
-        .json(&serde_json::json!({"title": "ibis late"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let item = post_json(
+        &client,
+        &items_url,
+        Some(&token),
+        serde_json::json!({"title": "ibis late"}),
+    )
+    .await;
     let late = item["id"].as_str().unwrap().to_string();
     for base in [&a, &b, &c] {
         loop {
-            let r: serde_json::Value = client
-                .get(format!("{base}/api/v1/items/{late}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let r = get_json(&client, &format!("{base}/api/v1/items/{late}"), &token).await;
             if r["index_status"] == "indexed" {
                 break;
             }
@@ -887,15 +878,7 @@ const CHEAP_HASHING: [(&str, &str); 3] = [
 
 /// The ids of the items a search for `q` finds.
 async fn search_ids(client: &reqwest::Client, base: &str, token: &str, q: &str) -> Vec<String> {
-    let page: serde_json::Value = client
-        .get(format!("{base}/api/v1/search/items?q={q}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(client, &format!("{base}/api/v1/search/items?q={q}"), token).await;
     page["items"]
         .as_array()
         .map(|a| {
@@ -920,16 +903,13 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
     ];
     let mut ids = Vec::new();
     for (i, word) in words.iter().enumerate() {
-        let item: serde_json::Value = client
-            .post(&items_url)
-            .bearer_auth(&token)
-            .json(&serde_json::json!({"title": format!("{word} notes"), "body": format!("field notes number {i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let item = post_json(
+            &client,
+            &items_url,
+            Some(&token),
+            serde_json::json!({"title": format!("{word} notes"), "body": format!("field notes number {i}")}),
+        )
+        .await;
         ids.push(item["id"].as_str().unwrap().to_string());
     }
     // Backed up while the server runs; the audit sink and indexer may still
@@ -973,28 +953,18 @@ async fn backup_restore_round_trip_keeps_items_search_and_audit() {
     assert!(String::from_utf8_lossy(&verify.stdout).starts_with("audit chain OK"));
 
     let (mut restored, base) = serve(target.path(), &CHEAP_HASHING);
-    let login: serde_json::Value = client
-        .post(format!("{base}/api/v1/auth/login"))
-        .json(&serde_json::json!({"email": "owner@backup.org", "password": "password-123"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = post_json(
+        &client,
+        &format!("{base}/api/v1/auth/login"),
+        None,
+        serde_json::json!({"email": "owner@backup.org", "password": "password-123"}),
+    )
+    .await;
     let token = login["access_token"]
         .as_str()
         .expect("the user logs in on the restored node");
     for (id, word) in ids.iter().zip(words) {
-        let item: serde_json::Value = client
-            .get(format!("{base}/api/v1/items/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let item = get_json(&client, &format!("{base}/api/v1/items/{id}"), token).await;
         assert_eq!(item["title"], format!("{word} notes"));
         assert_eq!(
             search_ids(&client, &base, token, word).await,
@@ -1230,15 +1200,7 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     let item_url = format!("{base}/api/v1/items/{}", item["id"].as_str().unwrap());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let now: serde_json::Value = client
-            .get(&item_url)
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let now = get_json(&client, &item_url, &token).await;
         if now["tags"].as_array().unwrap().iter().any(|t| t == "trace site") {
             break;
         }

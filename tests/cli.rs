@@ -1237,13 +1237,21 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
                 && attribute(s, "event_type") == Some(event_type)
         })
     };
+    let by_id = |id: &serde_json::Value| spans.iter().find(|s| s["spanId"] == *id);
+    // A consumer's span → the relay's publish → the outbox write → `cause`.
+    let written_under = |consumer_span: &serde_json::Value, cause: &serde_json::Value| {
+        let publish = by_id(&consumer_span["parentSpanId"]).expect("the consumer's parent span was exported");
+        assert_eq!(publish["name"], "event.publish", "{publish}");
+        assert_eq!(publish["kind"], 4, "a producer span");
+        let write = by_id(&publish["parentSpanId"]).expect("the publish's parent span was exported");
+        assert_eq!(write["name"], "outbox.append", "{write}");
+        assert_eq!(attribute(write, "db.system.name"), Some("postgresql"));
+        assert_eq!(write["parentSpanId"], cause["spanId"], "{write}");
+    };
     for consumer in ["audit", "search", "rules", "webhooks"] {
         let c = consumed(consumer, "ItemCreated");
         assert_eq!(c.len(), 1, "{consumer}: {names:?}");
-        assert_eq!(
-            c[0]["parentSpanId"], request["spanId"],
-            "{consumer} is a child of the request"
-        );
+        written_under(c[0], request);
     }
     let rules = consumed("rules", "ItemCreated")[0];
     assert_eq!(attribute(rules, "messaging.operation.type"), Some("process"));
@@ -1256,8 +1264,6 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     );
     let after_job = consumed("audit", "ItemUpdated");
     assert_eq!(after_job.len(), 1, "{names:?}");
-    assert_eq!(
-        after_job[0]["parentSpanId"], jobs[0]["spanId"],
-        "the job's own write is consumed under the job's span"
-    );
+    // The job's own write, published and consumed, under the job's span.
+    written_under(after_job[0], jobs[0]);
 }

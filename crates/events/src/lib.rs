@@ -271,12 +271,41 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
             });
         }
     }
+    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
+    // The write of the outbox rows is a span of its own (the database
+    // conventions' attributes); the events name it as the span that wrote
+    // them when it is in their trace, so their consumers are its children.
+    let span = tracing::info_span!(
+        "outbox.append",
+        db.system.name = if postgres { "postgresql" } else { "sqlite" },
+        db.operation.name = "INSERT",
+        db.collection.name = "outbox",
+        events = envelopes.len(),
+        otel.kind = "client",
+    );
+    let own = atlas_telemetry::trace::trace_id(&span).zip(atlas_telemetry::trace::span_id(&span));
     let jsons = envelopes
         .iter()
-        .map(serde_json::to_string)
+        .map(|e| match &own {
+            Some((trace, span_id)) if *trace == e.trace_id => {
+                let mut e = e.clone();
+                e.span_id = Some(span_id.clone());
+                serde_json::to_string(&e)
+            }
+            _ => serde_json::to_string(e),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+    tracing::Instrument::instrument(insert_outbox(conn, envelopes, &jsons, postgres), span).await
+}
+
+async fn insert_outbox(
+    conn: &mut AnyConnection,
+    envelopes: &[Envelope],
+    jsons: &[String],
+    postgres: bool,
+) -> Result<Vec<i64>, OutboxError> {
+    if postgres {
         // Serialize outbox writers until commit, so that sequences become
         // visible in increasing order and a reader of "after sequence N"
         // (a consumer, the relay's floor) never skips a row that commits

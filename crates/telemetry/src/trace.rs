@@ -63,6 +63,13 @@ pub fn continue_trace(span: &tracing::Span, trace_id: &str, parent_span_id: Opti
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
 
+/// The trace id (32 hex digits) of `span`, when traces are on.
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| span_context.trace_id().to_string())
+}
+
 /// The OpenTelemetry span id (16 hex digits) of `span`, when traces are on.
 pub fn span_id(span: &tracing::Span) -> Option<String> {
     let context = span.context();

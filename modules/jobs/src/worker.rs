@@ -228,7 +228,10 @@ impl Worker {
         if let Some(id) = atlas_telemetry::trace::span_id(&span) {
             attempt.events.span_id = Some(id);
         }
-        let work = tokio::time::timeout(limit, handler.run(&attempt));
+        let work = tokio::time::timeout(
+            limit,
+            tracing::Instrument::instrument(handler.run(&attempt), span.clone()),
+        );
         tokio::pin!(work);
         let beat = Duration::from_secs(self.queue.settings().heartbeat_secs);
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);

@@ -181,18 +181,28 @@ impl Relay {
             let text: String = row.try_get(1)?;
             let mut envelope: Envelope = serde_json::from_str(&text)?;
             envelope.sequence = Some(sequence);
+            // The publish is a span in the event's trace, under the span that
+            // wrote it; consumers become its children.
+            let subject = self.log.event_subject(&envelope.event_type);
+            let span = tracing::info_span!(
+                "event.publish",
+                messaging.system = "nats",
+                messaging.operation.type = "publish",
+                messaging.destination.name = %subject,
+                messaging.message.id = %envelope.event_id,
+                otel.kind = "producer",
+            );
+            atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
+            if let Some(id) = atlas_telemetry::trace::span_id(&span) {
+                envelope.span_id = Some(id);
+            }
             let payload = serde_json::to_vec(&envelope)?;
             let publish = PublishMessage::build()
                 .payload(payload.into())
                 .headers(headers(&envelope))
                 .message_id(&envelope.event_id);
             let started = Instant::now();
-            match self
-                .log
-                .jetstream()
-                .send_publish(self.log.event_subject(&envelope.event_type), publish)
-                .await
-            {
+            match self.log.jetstream().send_publish(subject, publish).await {
                 Ok(ack) => pending.push((sequence, started, ack)),
                 Err(e) => {
                     // Later rows wait for the next round, keeping the stream

@@ -1248,10 +1248,17 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
         assert_eq!(attribute(write, "db.system.name"), Some("postgresql"));
         assert_eq!(write["parentSpanId"], cause["spanId"], "{write}");
     };
-    for consumer in ["audit", "search", "rules", "webhooks"] {
+    for consumer in ["audit", "rules", "webhooks"] {
         let c = consumed(consumer, "ItemCreated");
         assert_eq!(c.len(), 1, "{consumer}: {names:?}");
         written_under(c[0], request);
+    }
+    // The search indexer follows the stream too, but may index an item from
+    // a rebuild of its index rather than from the event (a session that
+    // starts over rebuilds; one run under CI load did), and then the event
+    // has no indexer span: when there is one, it sits in the same place.
+    for c in consumed("search", "ItemCreated") {
+        written_under(c, request);
     }
     let rules = consumed("rules", "ItemCreated")[0];
     assert_eq!(attribute(rules, "messaging.operation.type"), Some("process"));

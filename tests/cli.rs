@@ -1255,8 +1255,8 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     }
     // The search indexer follows the stream too, but may index an item from
     // a rebuild of its index rather than from the event (a session that
-    // starts over rebuilds; one run under CI load did), and then the event
-    // has no indexer span: when there is one, it sits in the same place.
+    // starts over rebuilds), and then the event has no indexer span (one run
+    // under CI load had none): when there is one, it sits in the same place.
     for c in consumed("search", "ItemCreated") {
         written_under(c, request);
     }

@@ -163,7 +163,7 @@ pub async fn fired(
 pub const BATCH: usize = 256;
 
 /// Handle `events` in order with `handle`, each inside its own consumer span.
-pub async fn one_by_one<'a, F, Fut>(consumer: &str, events: &'a [Value], mut handle: F) -> Result<(), ModuleError>
+async fn one_by_one<'a, F, Fut>(consumer: &str, events: &'a [Value], mut handle: F) -> Result<(), ModuleError>
 where
     F: FnMut(&'a Value) -> Fut,
     Fut: std::future::Future<Output = Result<(), ModuleError>>,
@@ -209,17 +209,34 @@ enum Done {
     Skipped(String),
 }
 
+/// What one of the two rules consumers does with an event; [`RuleConsumer`]
+/// gives both the same runtime behaviour.
 #[async_trait]
-impl Consumer for RulesEngine {
+pub trait RuleWork: Send + Sync + 'static {
+    /// The consumer's durable name.
+    const NAME: &'static str;
+    fn book(&self) -> &RuleBook;
+    /// Handle one event, the rules revision having been read after it was
+    /// committed.
+    async fn handle_fresh(&self, event: &Value) -> Result<(), ModuleError>;
+}
+
+/// A rules consumer: events of every type, in batches of [`BATCH`] handled
+/// one at a time in their own spans, the rules revision read once per
+/// batch, no processed records (the work is idempotent: `rule_firings` and
+/// the webhook delivery log say what is already done).
+pub struct RuleConsumer<W>(pub W);
+
+#[async_trait]
+impl<W: RuleWork> Consumer for RuleConsumer<W> {
     fn name(&self) -> &str {
-        "rules"
+        W::NAME
     }
 
     fn event_types(&self) -> &[&'static str] {
         &[]
     }
 
-    /// A redelivered event skips the actions `rule_firings` records as done.
     fn idempotent(&self) -> bool {
         true
     }
@@ -233,19 +250,24 @@ impl Consumer for RulesEngine {
     }
 
     async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
-        self.book.refresh().await?;
-        one_by_one(self.name(), events, |e| self.handle_fresh(e)).await
+        self.0.book().refresh().await?;
+        one_by_one(W::NAME, events, |e| self.0.handle_fresh(e)).await
     }
 
     async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
-        self.book.refresh().await?;
-        self.handle_fresh(event).await
+        self.0.book().refresh().await?;
+        self.0.handle_fresh(event).await
     }
 }
 
-impl RulesEngine {
-    /// Handle one event, the rules revision having been read after it was
-    /// committed.
+#[async_trait]
+impl RuleWork for RulesEngine {
+    const NAME: &'static str = "rules";
+
+    fn book(&self) -> &RuleBook {
+        &self.book
+    }
+
     async fn handle_fresh(&self, event: &Value) -> Result<(), ModuleError> {
         let wanted = |r: &Rule| r.actions.iter().any(|a| !matches!(a, Action::Webhook { .. }));
         let (rules, chain) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
@@ -254,7 +276,9 @@ impl RulesEngine {
         }
         Ok(())
     }
+}
 
+impl RulesEngine {
     /// Carry out `rule`'s actions for `event` (its item changes as one).
     async fn run(&self, rule: &Rule, event: &Value, depth: u32) -> Result<(), ModuleError> {
         let event_id = event.get("event_id").and_then(Value::as_str).unwrap_or_default();

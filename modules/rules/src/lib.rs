@@ -38,7 +38,7 @@ use atlas_kernel::{AppContext, Consumer, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 
 use crate::book::RuleBook;
-use crate::engine::{Firings, RulesEngine};
+use crate::engine::{Firings, RuleConsumer, RulesEngine};
 use crate::rule::{Catalog, LoadOptions, TypeScope};
 use crate::store::RuleStore;
 use crate::webhook::WebhookDispatcher;
@@ -58,8 +58,8 @@ atlas_kernel::register_module!(RulesModule);
 /// What the module built in `init`.
 struct RulesRuntime {
     book: Arc<RuleBook>,
-    engine: Arc<RulesEngine>,
-    dispatcher: Arc<WebhookDispatcher>,
+    engine: Arc<RuleConsumer<RulesEngine>>,
+    dispatcher: Arc<RuleConsumer<WebhookDispatcher>>,
     state: routes::RulesState,
 }
 
@@ -172,16 +172,16 @@ impl Module for RulesModule {
         book.reload_and_log();
         let firings = Firings::new(background.clone());
         let items = ctx.require::<ItemService>()?;
-        let engine = Arc::new(RulesEngine {
+        let engine = Arc::new(RuleConsumer(RulesEngine {
             book: book.clone(),
             firings: firings.clone(),
             items,
             queue: Some(queue),
             max_depth: settings.max_chain_depth,
-        });
+        }));
         let policy = atlas_jobs::ssrf::AddressPolicy::new(&settings.webhook_allow_networks)
             .map_err(|e| format!("rules.webhook_allow_networks: {e}"))?;
-        let dispatcher = Arc::new(WebhookDispatcher {
+        let dispatcher = Arc::new(RuleConsumer(WebhookDispatcher {
             book: book.clone(),
             firings,
             db: background,
@@ -189,7 +189,7 @@ impl Module for RulesModule {
             timeout: Duration::from_millis(settings.webhook_timeout_ms),
             max_attempts: ctx.settings().events.max_deliver,
             max_depth: settings.max_chain_depth,
-        });
+        }));
         let state = routes::RulesState {
             auth: ctx.require::<Authenticator>()?,
             guard: ctx.require::<CollectionGuard>()?,
@@ -232,7 +232,7 @@ impl Module for RulesModule {
             ctx.shutdown_token().child_token(),
         )));
         if ctx.settings().server.role.runs_workers() {
-            let firings = runtime.engine.firings.clone();
+            let firings = runtime.engine.0.firings.clone();
             let hours = ctx.settings().events.processed_retention_hours.max(1);
             let stop = ctx.shutdown_token().child_token();
             self.tasks.push(tokio::spawn(async move {

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
 use atlas_jobs::ssrf::{error_chain, AddressPolicy, GuardError};
-use atlas_kernel::{Consumer, ModuleError};
+use atlas_kernel::ModuleError;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -33,7 +33,7 @@ use sha2::Sha256;
 use utoipa::ToSchema;
 
 use crate::book::RuleBook;
-use crate::engine::{fired, one_by_one, Firings};
+use crate::engine::{fired, Firings, RuleWork};
 use crate::rule::{Action, Origin, Rule, SecretSource};
 
 /// The Standard Webhooks signature of one message.
@@ -131,42 +131,13 @@ pub struct WebhookDispatcher {
 }
 
 #[async_trait]
-impl Consumer for WebhookDispatcher {
-    fn name(&self) -> &str {
-        "webhooks"
+impl RuleWork for WebhookDispatcher {
+    const NAME: &'static str = "webhooks";
+
+    fn book(&self) -> &RuleBook {
+        &self.book
     }
 
-    fn event_types(&self) -> &[&'static str] {
-        &[]
-    }
-
-    /// A redelivered event skips the webhooks the delivery log shows ended.
-    fn idempotent(&self) -> bool {
-        true
-    }
-
-    fn batch_size(&self) -> usize {
-        crate::engine::BATCH
-    }
-
-    fn spans_each_event(&self) -> bool {
-        true
-    }
-
-    async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
-        self.book.refresh().await?;
-        one_by_one(self.name(), events, |e| self.handle_fresh(e)).await
-    }
-
-    async fn handle(&self, event: &Value) -> Result<(), ModuleError> {
-        self.book.refresh().await?;
-        self.handle_fresh(event).await
-    }
-}
-
-impl WebhookDispatcher {
-    /// Deliver one event's webhooks, the rules revision having been read
-    /// after it was committed.
     async fn handle_fresh(&self, event: &Value) -> Result<(), ModuleError> {
         let wanted = |r: &Rule| r.actions.iter().any(|a| matches!(a, Action::Webhook { .. }));
         let (rules, _) = fired(&self.book, &self.firings, self.max_depth, event, wanted).await?;
@@ -252,7 +223,9 @@ impl WebhookDispatcher {
             Err(format!("webhook delivery failed: {}", retry.join("; ")).into())
         }
     }
+}
 
+impl WebhookDispatcher {
     /// Attempts so far, and whether the webhook already ended (delivered,
     /// failed, refused or dead).
     async fn history(&self, event_id: &str, rule_key: &str, index: i64) -> Result<(i64, bool), sqlx::Error> {

@@ -1111,12 +1111,23 @@ async fn init_cluster_writes_a_production_config_that_serves() {
     stop(&mut server);
 }
 
-/// Spans an OTLP/HTTP (JSON) receiver of the test was sent: every span of
-/// every export request, flattened.
+/// Spans an OTLP receiver of the test was sent (over HTTP as JSON, or over
+/// gRPC): every span of every export request, flattened, in OTLP's JSON form.
 #[derive(Clone, Default)]
 struct SpanSink(std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
 
 impl SpanSink {
+    /// Keep the spans of one export request (`ExportTraceServiceRequest` as JSON).
+    fn receive(&self, request: &serde_json::Value) {
+        let mut spans = self.0.lock().unwrap();
+        for rs in request["resourceSpans"].as_array().into_iter().flatten() {
+            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
+                spans.extend(ss["spans"].as_array().into_iter().flatten().cloned());
+            }
+        }
+    }
+
+    /// Receive OTLP/HTTP (JSON); returns the traces endpoint.
     async fn start(&self) -> String {
         let sink = self.clone();
         let app = axum::Router::new().route(
@@ -1124,12 +1135,7 @@ impl SpanSink {
             axum::routing::post(move |body: axum::Json<serde_json::Value>| {
                 let sink = sink.clone();
                 async move {
-                    let mut spans = sink.0.lock().unwrap();
-                    for rs in body["resourceSpans"].as_array().into_iter().flatten() {
-                        for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                            spans.extend(ss["spans"].as_array().into_iter().flatten().cloned());
-                        }
-                    }
+                    sink.receive(&body);
                     axum::Json(serde_json::json!({}))
                 }
             }),
@@ -1140,6 +1146,22 @@ impl SpanSink {
         url
     }
 
+    /// Receive OTLP/gRPC (a collector's `TraceService`); returns the endpoint.
+    async fn start_grpc(&self) -> String {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = TraceServiceServer::new(self.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .unwrap()
+        });
+        url
+    }
+
     fn spans(&self) -> Vec<serde_json::Value> {
         self.0.lock().unwrap().clone()
     }
@@ -1147,6 +1169,87 @@ impl SpanSink {
 
 fn attribute<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a str> {
     span["attributes"].as_array()?.iter().find(|a| a["key"] == key)?["value"]["stringValue"].as_str()
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for SpanSink {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        self.receive(&serde_json::to_value(request.into_inner()).unwrap());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+/// `telemetry.otlp_protocol = "grpc"`: an embedded server sends its spans to
+/// a gRPC collector, and the request, its outbox write and the audit sink's
+/// handling of the event arrive as one trace, each the child of the last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_exported_over_otlp_grpc() {
+    let sink = SpanSink::default();
+    let endpoint = sink.start_grpc().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = CHEAP_HASHING.to_vec();
+    env.extend([
+        ("ATLAS_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("ATLAS_TELEMETRY__OTLP_PROTOCOL", "grpc"),
+    ]);
+    let (mut server, base) = serve(dir.path(), &env);
+    let client = reqwest::Client::new();
+    let (token, url) = sign_up_with_collection(&client, &base, "grpc@otlp.org").await;
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let created = client
+        .post(&url)
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&serde_json::json!({"title": "Sent over gRPC"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // The audit sink takes the event within a poll interval or two.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop(&mut server);
+    let spans: Vec<serde_json::Value> = sink
+        .spans()
+        .into_iter()
+        .filter(|s| s["traceId"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(trace)))
+        .collect();
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    let one = |pred: &dyn Fn(&serde_json::Value) -> bool| -> &serde_json::Value {
+        let found: Vec<&serde_json::Value> = spans.iter().filter(|s| pred(s)).collect();
+        assert_eq!(found.len(), 1, "{names:?}");
+        found[0]
+    };
+    // Names and kinds of OpenTelemetry's HTTP, database and messaging conventions.
+    let request = one(&|s| s["name"] == "POST /api/v1/collections/{id}/items");
+    assert_eq!(request["parentSpanId"], "b7ad6b7169203331");
+    assert_eq!(request["kind"], 2, "a server span (SPAN_KIND_SERVER)");
+    assert_eq!(attribute(request, "http.route"), Some("/api/v1/collections/{id}/items"));
+    let status = request["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["key"] == "http.response.status_code");
+    assert_eq!(
+        status.unwrap()["value"]["intValue"],
+        "201",
+        "an integer (OTLP JSON writes int64 as a string)"
+    );
+    let write = one(&|s| s["name"] == "INSERT outbox");
+    assert_eq!(write["kind"], 3, "a client span (SPAN_KIND_CLIENT)");
+    assert_eq!(attribute(write, "db.system.name"), Some("sqlite"));
+    assert_eq!(write["parentSpanId"], request["spanId"]);
+    let audit = one(&|s| s["name"] == "process ItemCreated" && attribute(s, "consumer") == Some("audit"));
+    assert_eq!(attribute(audit, "event_type"), Some("ItemCreated"));
+    assert_eq!(
+        audit["parentSpanId"], write["spanId"],
+        "embedded: the consumer reads the outbox row"
+    );
 }
 
 /// With traces exported over OTLP, in nats mode, one trace holds the
@@ -1223,7 +1326,7 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     let find = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<&serde_json::Value> {
         spans.iter().filter(|s| pred(s)).collect()
     };
-    let requests = find(&|s| s["name"] == "http.request" && attribute(s, "http.request.method") == Some("POST"));
+    let requests = find(&|s| s["name"] == "POST /api/v1/collections/{id}/items");
     assert_eq!(requests.len(), 1, "{names:?}");
     let request = requests[0];
     assert_eq!(
@@ -1232,7 +1335,7 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     );
     let consumed = |consumer: &str, event_type: &str| -> Vec<&serde_json::Value> {
         find(&|s| {
-            s["name"] == "event.consume"
+            s["name"] == format!("process {event_type}").as_str()
                 && attribute(s, "consumer") == Some(consumer)
                 && attribute(s, "event_type") == Some(event_type)
         })
@@ -1241,10 +1344,13 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     // A consumer's span → the relay's publish → the outbox write → `cause`.
     let written_under = |consumer_span: &serde_json::Value, cause: &serde_json::Value| {
         let publish = by_id(&consumer_span["parentSpanId"]).expect("the consumer's parent span was exported");
-        assert_eq!(publish["name"], "event.publish", "{publish}");
+        assert!(
+            publish["name"].as_str().is_some_and(|n| n.starts_with("publish ")),
+            "{publish}"
+        );
         assert_eq!(publish["kind"], 4, "a producer span");
         let write = by_id(&publish["parentSpanId"]).expect("the publish's parent span was exported");
-        assert_eq!(write["name"], "outbox.append", "{write}");
+        assert_eq!(write["name"], "INSERT outbox", "{write}");
         assert_eq!(attribute(write, "db.system.name"), Some("postgresql"));
         assert_eq!(write["parentSpanId"], cause["spanId"], "{write}");
     };

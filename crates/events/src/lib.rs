@@ -133,6 +133,7 @@ pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {
         messaging.consumer.group.name = %consumer,
         messaging.message.id = %envelope.event_id,
         messaging.destination.name = %envelope.event_type,
+        otel.name = %format!("process {}", envelope.event_type),
         otel.kind = "consumer",
     );
     atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
@@ -281,6 +282,7 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
         db.operation.name = "INSERT",
         db.collection.name = "outbox",
         events = envelopes.len(),
+        otel.name = "INSERT outbox",
         otel.kind = "client",
     );
     let own = atlas_telemetry::trace::trace_id(&span).zip(atlas_telemetry::trace::span_id(&span));

@@ -120,7 +120,7 @@ async fn a_consumer_span_is_a_child_of_the_span_that_wrote_the_event() {
         CALLER,
         "the request continues the caller's trace"
     );
-    let consume = find("event.consume");
+    let consume = find("process ItemCreated");
     assert_eq!(consume.span_context.trace_id().to_string(), TRACE, "same trace");
     assert_eq!(
         consume.parent_span_id.to_string(),

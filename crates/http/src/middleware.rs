@@ -34,12 +34,24 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
+    // Exported under the name and attributes of OpenTelemetry's HTTP server
+    // conventions: "{method} {route}", kind server, the response status.
+    let otel_name = if route == "unmatched" {
+        method.to_string()
+    } else {
+        format!("{method} {route}")
+    };
     let span = tracing::info_span!(
         "http.request",
         request_id = %ctx.request_id,
         trace_id = %ctx.trace_id,
         http.request.method = %method,
         http.route = %route,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        otel.name = %otel_name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
     );
     atlas_telemetry::trace::continue_trace(&span, &ctx.trace_id, ctx.parent_span_id.as_deref());
     let request_id = ctx.request_id.clone();
@@ -48,6 +60,10 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = started.elapsed();
     let status = response.status();
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }

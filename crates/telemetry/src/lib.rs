@@ -36,11 +36,12 @@ pub struct TelemetrySettings {
     pub log_format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `atlas=debug,sqlx=warn`.
     pub log_level: String,
-    /// OTLP/HTTP (protobuf) traces endpoint, e.g.
-    /// `http://collector:4318/v1/traces`. Unset: no spans are exported.
+    /// OTLP traces endpoint: `http://collector:4318/v1/traces` for the
+    /// HTTP protocols, `http://collector:4317` for gRPC. Unset: no spans
+    /// are exported.
     pub otlp_endpoint: Option<String>,
-    /// How spans are encoded: `http/protobuf` (the OTLP default) or
-    /// `http/json`.
+    /// How spans are sent: `http/protobuf` (the OTLP default), `http/json`
+    /// or `grpc`.
     pub otlp_protocol: OtlpProtocol,
     /// Share of new traces recorded (0.0–1.0); a trace that arrives with a
     /// sampled parent is always recorded.
@@ -59,13 +60,26 @@ impl Default for TelemetrySettings {
     }
 }
 
-/// The OTLP/HTTP encoding of exported spans.
+/// The OTLP transport and encoding of exported spans.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OtlpProtocol {
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
     #[serde(rename = "http/json")]
     HttpJson,
+    /// OTLP/gRPC (protobuf over HTTP/2), plaintext.
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+impl std::fmt::Display for OtlpProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::HttpJson => "http/json",
+            OtlpProtocol::Grpc => "grpc",
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,26 +100,97 @@ fn tracer_provider(
 ) -> Result<opentelemetry_sdk::trace::SdkTracerProvider, TelemetryError> {
     use opentelemetry_otlp::WithExportConfig;
     use opentelemetry_sdk::trace::Sampler;
-    let protocol = match protocol {
-        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
-        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
-    };
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_protocol(protocol)
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
     let sampler = Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(sample_ratio.clamp(0.0, 1.0))));
-    Ok(opentelemetry_sdk::trace::SdkTracerProvider::builder()
+    let builder = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_sampler(sampler)
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name("atlas")
                 .build(),
-        )
-        .with_batch_exporter(exporter)
-        .build())
+        );
+    let http = match protocol {
+        OtlpProtocol::HttpProtobuf => opentelemetry_otlp::Protocol::HttpBinary,
+        OtlpProtocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+        OtlpProtocol::Grpc => {
+            let exporter = GrpcSpanExporter::new(endpoint)?;
+            return Ok(builder.with_batch_exporter(exporter).build());
+        }
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(http)
+        .with_endpoint(endpoint)
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// The OTLP/gRPC span exporter, run on a Tokio runtime of its own.
+///
+/// The SDK's batch processor exports from a plain thread, while tonic's
+/// channel needs a Tokio reactor (to build it and to drive its HTTP/2
+/// connection). A one-thread runtime, kept for the life of the process,
+/// gives it one without touching the application's runtime: an export
+/// neither waits for nor blocks the request handlers.
+#[derive(Debug)]
+struct GrpcSpanExporter {
+    inner: opentelemetry_otlp::SpanExporter,
+    runtime: &'static tokio::runtime::Runtime,
+}
+
+static GRPC_RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+
+impl GrpcSpanExporter {
+    fn new(endpoint: &str) -> Result<Self, TelemetryError> {
+        use opentelemetry_otlp::WithExportConfig;
+        if !endpoint.starts_with("http://") {
+            return Err(TelemetryError::Exporter(format!(
+                "{endpoint:?}: OTLP/gRPC is sent in plaintext to an http:// endpoint (e.g. a collector on \
+                 port 4317); for TLS use otlp_protocol = \"http/protobuf\" with an https:// endpoint"
+            )));
+        }
+        let runtime = match GRPC_RUNTIME.get() {
+            Some(runtime) => runtime,
+            None => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("atlas-otlp-grpc")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| TelemetryError::Exporter(format!("starting the OTLP/gRPC runtime: {e}")))?;
+                GRPC_RUNTIME.get_or_init(|| runtime)
+            }
+        };
+        // tonic spawns its connection's worker task when the channel is built.
+        let _entered = runtime.enter();
+        let inner = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .build()
+            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        Ok(GrpcSpanExporter { inner, runtime })
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for GrpcSpanExporter {
+    async fn export(&self, batch: Vec<opentelemetry_sdk::trace::SpanData>) -> opentelemetry_sdk::error::OTelSdkResult {
+        // Called on the batch processor's own thread, never on a runtime
+        // worker, so blocking on the exporter's runtime is allowed.
+        self.runtime.block_on(self.inner.export(batch))
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        let _entered = self.runtime.enter();
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
 }
 
 /// Export the spans still buffered (call before the process exits).
@@ -166,7 +251,7 @@ pub fn init_logging(settings: &TelemetrySettings) -> Result<(), TelemetryError> 
     };
     if result.is_ok() {
         if let Some(endpoint) = &settings.otlp_endpoint {
-            tracing::info!(%endpoint, ratio = settings.trace_sample_ratio, "exporting traces over OTLP/HTTP");
+            tracing::info!(%endpoint, protocol = %settings.otlp_protocol, ratio = settings.trace_sample_ratio, "exporting traces over OTLP");
         }
     }
     Ok(())
@@ -228,6 +313,28 @@ mod tests {
         assert!(!is_conventional_metric_name("http_requests_total"));
         assert!(!is_conventional_metric_name("atlas_Http_x"));
         assert!(!is_conventional_metric_name("atlas_x"));
+    }
+
+    #[test]
+    fn otlp_protocols_are_named_as_in_the_otlp_exporter_settings() {
+        for (name, protocol) in [
+            ("http/protobuf", OtlpProtocol::HttpProtobuf),
+            ("http/json", OtlpProtocol::HttpJson),
+            ("grpc", OtlpProtocol::Grpc),
+        ] {
+            let parsed: OtlpProtocol = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(parsed, protocol);
+            assert_eq!(protocol.to_string(), name);
+        }
+    }
+
+    #[test]
+    fn grpc_to_an_https_endpoint_is_refused_with_the_way_out() {
+        let err = tracer_provider("https://collector:4317", OtlpProtocol::Grpc, 1.0).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("telemetry.otlp_endpoint:"), "{message}");
+        assert!(message.contains("http/protobuf"), "{message}");
+        assert!(tracer_provider("http://127.0.0.1:4317", OtlpProtocol::Grpc, 1.0).is_ok());
     }
 
     #[test]

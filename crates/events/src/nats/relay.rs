@@ -190,6 +190,7 @@ impl Relay {
                 messaging.operation.type = "publish",
                 messaging.destination.name = %subject,
                 messaging.message.id = %envelope.event_id,
+                otel.name = %format!("publish {subject}"),
                 otel.kind = "producer",
             );
             atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());

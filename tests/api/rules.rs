@@ -560,6 +560,8 @@ both_backends!(chain_depth_and_self_trigger, chains);
 struct Receiver {
     requests: Arc<Mutex<Vec<(String, HeaderMap, String)>>>,
     flaky_calls: Arc<Mutex<u32>>,
+    /// `/down` answers 200 once this is set (the receiver came back).
+    down_is_up: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Receiver {
@@ -582,6 +584,7 @@ impl Receiver {
                             StatusCode::OK
                         }
                     }
+                    "/down" if me.down_is_up.load(std::sync::atomic::Ordering::SeqCst) => StatusCode::OK,
                     _ => StatusCode::SERVICE_UNAVAILABLE,
                 }
             }
@@ -723,6 +726,42 @@ async fn webhooks(backend: TestBackend) {
         .await;
     assert_eq!(dead.body["items"].as_array().unwrap().len(), 1);
 
+    // The receiver is back: replaying the dead letter sends the webhook
+    // again (and only the one that ended dead).
+    receiver.down_is_up.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(atlas_events::dlq::request_replay(&app.db, None).await.unwrap(), 1);
+    eventually("the replayed webhook to be delivered", || async {
+        (receiver.calls("/down").len() == 5).then_some(())
+    })
+    .await;
+    let log = app
+        .get(
+            &format!("/api/v1/webhooks/deliveries?collection_id={c}&limit=50"),
+            &owner.token,
+        )
+        .await;
+    let down: Vec<(i64, &str)> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|d| d["rule_name"] == "down")
+        .map(|d| (d["attempt"].as_i64().unwrap(), d["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        down,
+        [
+            (1, "retrying"),
+            (2, "retrying"),
+            (3, "retrying"),
+            (4, "dead"),
+            (5, "delivered")
+        ]
+    );
+    assert_eq!(receiver.calls("/ok").len(), 1, "a delivered webhook is not sent again");
+    assert_eq!(receiver.calls("/flaky").len(), 2);
+    assert_eq!(receiver.calls("/bad").len(), 1);
+
     // Who may read the log.
     let stranger = app.register("stranger@hooks.org").await;
     app.get(
@@ -741,6 +780,82 @@ async fn webhooks(backend: TestBackend) {
     app.stop().await;
 }
 both_backends!(webhooks_signed_retried_and_dead_lettered, webhooks);
+
+/// With NATS carrying the events, a failing webhook is tried as often as in
+/// embedded mode (with the event's batch, then once per delivery of the
+/// event alone), dead-lettered on the broker's last delivery, and sent
+/// again when the dead letter is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_over_nats_are_dead_lettered_and_replayed() {
+    let Some(nats) = atlas_testkit::TestNats::new().await else {
+        return;
+    };
+    let receiver = Receiver::default();
+    let base = receiver.start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hook.secret");
+    std::fs::write(&secret_file, "a test secret").unwrap();
+    std::fs::write(
+        dir.path().join("hooks.yaml"),
+        format!(
+            "name: down\non: ItemCreated\ndo:\n  - webhook: {{ url: '{base}/down', secret_file: '{}' }}\n",
+            secret_file.display()
+        ),
+    )
+    .unwrap();
+    let configure = configure(dir.path());
+    let Some(app) = spawn_with(TestBackend::Postgres, |s| {
+        configure(s);
+        nats.apply(s);
+    })
+    .await
+    else {
+        return;
+    };
+    let mut settings = Settings::default();
+    nats.apply(&mut settings);
+    let letters = atlas_events::dlq::DeadLetterStore::open(&app.db, &settings.events)
+        .await
+        .unwrap();
+    let owner = app.register("hooks@nats.org").await;
+    let c = app.collection(&owner, "Hooks").await;
+    app.item(&owner, &c, json!({"title": "hooked"})).await;
+    let dead = eventually("the webhook event to be dead-lettered", || async {
+        let list = letters.list(Some("webhooks")).await.unwrap();
+        (!list.is_empty()).then_some(list)
+    })
+    .await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 3, "events.max_deliver deliveries");
+    assert_eq!(
+        receiver.calls("/down").len(),
+        4,
+        "one attempt with the batch, then one per delivery"
+    );
+
+    receiver.down_is_up.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(letters.replay(None).await.unwrap(), 1);
+    eventually("the replayed webhook to be delivered", || async {
+        (receiver.calls("/down").len() == 5).then_some(())
+    })
+    .await;
+    let log = app
+        .get(
+            &format!("/api/v1/webhooks/deliveries?collection_id={c}&limit=50"),
+            &owner.token,
+        )
+        .await;
+    let outcomes: Vec<&str> = log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retrying", "retrying", "retrying", "dead", "delivered"]);
+    assert!(letters.list(Some("webhooks")).await.unwrap().is_empty());
+    app.stop().await;
+}
 
 async fn dry_run(backend: TestBackend) {
     let dir = tempfile::tempdir().unwrap();

@@ -117,6 +117,33 @@ pub struct Envelope {
     pub span_id: Option<String>,
 }
 
+/// Which delivery of an event a consumer's `handle` is running, when the
+/// runtime hands it the event alone (not inside a batch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryAttempt {
+    /// 1 for the first delivery of the event alone.
+    pub number: u32,
+    /// Whether a failure now dead-letters the event (`events.max_deliver`).
+    pub last: bool,
+}
+
+tokio::task_local! {
+    static DELIVERY: DeliveryAttempt;
+}
+
+/// The delivery the running handler is part of: `None` inside a batch, or
+/// outside the event runtime. A handler with side effects of its own to
+/// account for (the webhooks consumer's delivery log) reads it to know when
+/// its failure is final.
+pub fn current_delivery() -> Option<DeliveryAttempt> {
+    DELIVERY.try_with(|d| *d).ok()
+}
+
+/// Run `handler` as delivery `attempt` of an event.
+pub(crate) async fn as_delivery<T>(attempt: DeliveryAttempt, handler: impl std::future::Future<Output = T>) -> T {
+    DELIVERY.scope(attempt, handler).await
+}
+
 /// The span of `consumer` handling `envelope`: a child of the span that
 /// wrote the event, in the event's trace.
 pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {

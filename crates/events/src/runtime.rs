@@ -240,7 +240,11 @@ impl ConsumerTask {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
-            match handling.attempt(envelope).await {
+            let delivery = crate::DeliveryAttempt {
+                number: attempt,
+                last: attempt >= self.settings.max_deliver,
+            };
+            match handling.attempt(envelope, delivery).await {
                 Ok(()) => return Ok(Delivery::Handled),
                 Err(error) if attempt >= self.settings.max_deliver => {
                     handling.gave_up(envelope, attempt, &error);
@@ -497,11 +501,17 @@ impl Handling {
         crate::consume_span(&self.name, envelope)
     }
 
-    /// Call the handler once, inside the event's span, recording metrics.
-    pub(crate) async fn attempt(&self, envelope: &Envelope) -> Result<(), atlas_kernel::ModuleError> {
+    /// Call the handler once, as `delivery`, inside the event's span,
+    /// recording metrics.
+    pub(crate) async fn attempt(
+        &self,
+        envelope: &Envelope,
+        delivery: crate::DeliveryAttempt,
+    ) -> Result<(), atlas_kernel::ModuleError> {
         let json = serde_json::to_value(envelope)?;
         let started = Instant::now();
-        let result = tracing::Instrument::instrument(self.consumer.handle(&json), self.span(envelope)).await;
+        let handler = tracing::Instrument::instrument(self.consumer.handle(&json), self.span(envelope));
+        let result = crate::as_delivery(delivery, handler).await;
         metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         if result.is_ok() {

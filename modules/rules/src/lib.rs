@@ -187,7 +187,6 @@ impl Module for RulesModule {
             db: background,
             policy,
             timeout: Duration::from_millis(settings.webhook_timeout_ms),
-            max_attempts: ctx.settings().events.max_deliver,
             max_depth: settings.max_chain_depth,
         }));
         let state = routes::RulesState {

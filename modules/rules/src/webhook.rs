@@ -9,10 +9,14 @@
 //!   secret as its bytes. Secrets are read at each delivery.
 //! - A 2xx answer delivers. Network errors, timeouts, 408, 429 and 5xx are
 //!   retried: the consumer fails the event, so the event runtime retries it
-//!   with backoff — up to `events.max_deliver` more deliveries after the
-//!   first — and then dead-letters it (the last attempt is logged as `dead`). Other answers (3xx, 4xx) are
-//!   `failed` and not retried. Webhooks of the same event that already ended
-//!   are not sent again.
+//!   with backoff and dead-letters it after `events.max_deliver` deliveries.
+//!   The first attempt goes with the event's batch, then each delivery of
+//!   the event alone is one attempt, so a receiver sees at most
+//!   `max_deliver + 1` requests; the attempt of the runtime's last delivery
+//!   is logged as `dead`. Other answers (3xx, 4xx) are `failed` and not
+//!   retried. A webhook of the same event that was delivered, failed or
+//!   refused is not sent again; one that ended `dead` is, when its dead
+//!   letter is replayed.
 //! - The same SSRF guard as `ENRICH_URL`: private, loopback, link-local …
 //!   addresses are `refused` unless `rules.webhook_allow_networks` lets them.
 
@@ -124,9 +128,6 @@ pub struct WebhookDispatcher {
     pub db: Database,
     pub policy: AddressPolicy,
     pub timeout: Duration,
-    /// `events.max_deliver`: after the first attempt, the event is delivered
-    /// alone up to this many times; the last is the webhook's last attempt.
-    pub max_attempts: u32,
     pub max_depth: u32,
 }
 
@@ -169,10 +170,10 @@ impl RuleWork for WebhookDispatcher {
                     },
                 };
                 let number = attempts + 1;
-                // The first attempt comes with the event's batch; a failure
-                // there is followed by up to `events.max_deliver` deliveries
-                // of the event alone, the last of which is dead-lettered.
-                if attempt.outcome == Outcome::Retrying && number > i64::from(self.max_attempts) {
+                // A failure in the runtime's last delivery dead-letters the
+                // event: this attempt was the webhook's last.
+                let last = atlas_events::current_delivery().is_some_and(|d| d.last);
+                if attempt.outcome == Outcome::Retrying && last {
                     attempt.outcome = Outcome::Dead;
                 }
                 metrics::counter!("atlas_webhook_deliveries_total", "outcome" => attempt.outcome.as_str()).increment(1);
@@ -227,7 +228,8 @@ impl RuleWork for WebhookDispatcher {
 
 impl WebhookDispatcher {
     /// Attempts so far, and whether the webhook already ended (delivered,
-    /// failed, refused or dead).
+    /// failed or refused; a `dead` one is tried again when its dead letter
+    /// is replayed).
     async fn history(&self, event_id: &str, rule_key: &str, index: i64) -> Result<(i64, bool), sqlx::Error> {
         let rows = sqlx::query(
             "SELECT outcome FROM webhook_deliveries WHERE event_id = $1 AND rule_key = $2 AND action_index = $3",
@@ -237,9 +239,13 @@ impl WebhookDispatcher {
         .bind(index)
         .fetch_all(self.db.reader())
         .await?;
-        let settled = rows
-            .iter()
-            .any(|r| r.try_get::<String, _>(0).is_ok_and(|o| o != Outcome::Retrying.as_str()));
+        let settled = rows.iter().any(|r| {
+            r.try_get::<String, _>(0).is_ok_and(|o| {
+                [Outcome::Delivered, Outcome::Failed, Outcome::Refused]
+                    .iter()
+                    .any(|ended| ended.as_str() == o)
+            })
+        });
         Ok((rows.len() as i64, settled))
     }
 

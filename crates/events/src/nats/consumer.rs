@@ -205,7 +205,11 @@ impl NatsConsumer {
             return Ok(());
         }
         let attempt = u32::try_from(delivered).unwrap_or(u32::MAX);
-        match self.handling.attempt(&envelope).await {
+        let delivery = crate::DeliveryAttempt {
+            number: attempt,
+            last: attempt >= self.settings.max_deliver,
+        };
+        match self.handling.attempt(&envelope, delivery).await {
             Ok(()) => {
                 self.handling.mark_processed(&[envelope.event_id.as_str()]).await?;
                 ack(AckKind::Ack).await;
@@ -243,13 +247,19 @@ impl NatsConsumer {
                 .as_ref()
                 .and_then(|h| h.get(REPLAY_FOR_HEADER))
                 .map(|v| v.as_str().to_string());
+            // A redelivered message failed before (in a batch or alone): it
+            // is handled alone from now on, so each delivery is one attempt
+            // and a failing event does not hold back a batch again.
+            let redelivered = message.info().is_ok_and(|i| i.delivered > 1);
             match envelope {
                 Some(envelope)
-                    if self.handling.wants(&envelope.event_type)
+                    if !redelivered
+                        && self.handling.wants(&envelope.event_type)
                         && replay_for.is_none_or(|target| target == token(name)) =>
                 {
                     candidates.push((message, envelope))
                 }
+                Some(_) if redelivered => self.handle(message, shutdown).await?,
                 // Not an envelope: `handle` terminates it with a log line.
                 None => self.handle(message, shutdown).await?,
                 Some(_) => acknowledge(&message, AckKind::Ack, name).await,

@@ -18,13 +18,41 @@ use atlas_items::Item;
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
-use tantivy::query::TermSetQuery;
-use tantivy::schema::Term;
+use tantivy::query::{BooleanQuery, Occur, Query, TermQuery, TermSetQuery};
+use tantivy::schema::{IndexRecordOption, Term};
 use tantivy::tokenizer::Language;
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument};
 
 use crate::schema::{register_analyzers, Fields};
 use crate::SearchError;
+
+/// Documents holding any of `terms` (keyword fields: no scores, no positions).
+///
+/// A `TermSetQuery` builds an FST of its terms, whose builder allocates and
+/// zeroes a large table each time: for the few ids of an item response (run
+/// on every GET) that cost more than the rest of the request. Up to
+/// [`FEW_TERMS`] terms are a union of term queries instead.
+pub(crate) fn any_term(terms: Vec<Term>) -> Box<dyn Query> {
+    if terms.len() > FEW_TERMS {
+        return Box::new(TermSetQuery::new(terms));
+    }
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> = terms
+        .into_iter()
+        .map(|t| {
+            (
+                Occur::Should,
+                Box::new(TermQuery::new(t, IndexRecordOption::Basic)) as Box<dyn Query>,
+            )
+        })
+        .collect();
+    if clauses.len() == 1 {
+        return clauses.remove(0).1;
+    }
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// Above this many terms, [`any_term`] builds a `TermSetQuery`.
+const FEW_TERMS: usize = 64;
 
 /// Where an index's position points into.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,8 +97,7 @@ impl Generation {
             return Ok(HashMap::new());
         }
         let searcher = self.reader.searcher();
-        let terms = ids.iter().map(|id| Term::from_field_text(self.fields.id, id));
-        let query = TermSetQuery::new(terms);
+        let query = any_term(ids.iter().map(|id| Term::from_field_text(self.fields.id, id)).collect());
         let top = TopDocs::with_limit(ids.len()).order_by((
             (tantivy::collector::sort_key::SortByString::for_field("id"), Order::Asc),
             (
@@ -78,7 +105,7 @@ impl Generation {
                 Order::Desc,
             ),
         ));
-        let hits = searcher.search(&query, &top)?;
+        let hits = searcher.search(&*query, &top)?;
         let mut out = HashMap::with_capacity(hits.len());
         for ((id, version), _) in hits {
             if let (Some(id), Some(version)) = (id, version) {
@@ -92,8 +119,8 @@ impl Generation {
     /// How many documents `collection_id` has (for reports and tests).
     pub fn count_in_collection(&self, collection_id: &str) -> Result<usize, SearchError> {
         let searcher = self.reader.searcher();
-        let q = TermSetQuery::new([Term::from_field_text(self.fields.collection_id, collection_id)]);
-        Ok(searcher.search(&q, &Count)?)
+        let q = any_term(vec![Term::from_field_text(self.fields.collection_id, collection_id)]);
+        Ok(searcher.search(&*q, &Count)?)
     }
 }
 

@@ -14,7 +14,7 @@
 
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, FuzzyTermQuery, Occur, PhraseQuery, Query,
-    TermQuery, TermSetQuery,
+    TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
@@ -195,8 +195,9 @@ impl QueryBuilder {
         }
         let terms = collection_ids
             .iter()
-            .map(|c| Term::from_field_text(self.fields.collection_id, c));
-        Box::new(ConstScoreQuery::new(Box::new(TermSetQuery::new(terms)), 0.0))
+            .map(|c| Term::from_field_text(self.fields.collection_id, c))
+            .collect();
+        Box::new(ConstScoreQuery::new(crate::index::any_term(terms), 0.0))
     }
 
     /// Title or body, title boosted.

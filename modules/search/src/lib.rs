@@ -26,6 +26,7 @@ pub mod indexer;
 pub mod query;
 mod routes;
 pub mod schema;
+pub mod stem;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -6,8 +6,7 @@
 
 use tantivy::schema::{Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, STRING};
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer,
-    RAW_TOKENIZER_NAME,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, RAW_TOKENIZER_NAME,
 };
 use tantivy::Index;
 
@@ -134,7 +133,7 @@ pub fn text_analyzer(lang: Language) -> TextAnalyzer {
         .filter(RemoveLongFilter::limit(40))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
-        .filter(Stemmer::new(lang))
+        .filter(crate::stem::CachedStemmer::new(lang))
         .build()
 }
 

@@ -48,7 +48,12 @@ pub use indexer::{rebuild, EventSource, Indexer, IndexerState, RebuildReport};
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
     #[error("search index: {0}")]
-    Index(#[from] tantivy::TantivyError),
+    Index(tantivy::TantivyError),
+    #[error(
+        "search index: another process is writing this index (two Atlas processes on one data directory? \
+         each api process needs a data_dir of its own)"
+    )]
+    Locked,
     #[error("search index directory: {0}")]
     Directory(#[from] tantivy::directory::error::OpenDirectoryError),
     #[error("search index: {0}")]
@@ -65,6 +70,15 @@ pub enum SearchError {
     Schema(String),
     #[error("{0}")]
     Config(String),
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        match e {
+            tantivy::TantivyError::LockFailure(..) => SearchError::Locked,
+            other => SearchError::Index(other),
+        }
+    }
 }
 
 /// The search module.
@@ -295,5 +309,25 @@ pub async fn reindex_collection(
             Ok(CollectionReindex::Requested)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_writer_on_one_index_is_told_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let (schema, _) = schema::Fields::schema();
+        let index = tantivy::Index::create_in_dir(dir.path(), schema).unwrap();
+        let _first = index.writer::<tantivy::TantivyDocument>(15_000_000).unwrap();
+        let second: SearchError = index
+            .writer::<tantivy::TantivyDocument>(15_000_000)
+            .map(|_| ())
+            .unwrap_err()
+            .into();
+        assert!(matches!(second, SearchError::Locked));
+        assert!(second.to_string().contains("data_dir of its own"), "{second}");
     }
 }

@@ -265,7 +265,9 @@ enum UserCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
-    /// Set a new password (read from stdin or prompted for); signs the user out everywhere.
+    /// Set a new password (read from stdin or prompted for) and end every
+    /// sign-in of the user: refresh tokens are revoked, so each session ends
+    /// when its access token expires (`auth.access_token_ttl_secs`).
     ResetPassword { email: String },
 }
 
@@ -281,10 +283,25 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text
+/// the message already holds (many errors quote their source in their own
+/// message, and it would otherwise print twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn load_settings(cli: &Cli, overrides: Vec<(&str, String)>) -> anyhow::Result<Settings> {
@@ -543,7 +560,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     let password = read_password("new password")?;
                     users.reset_password(email, &password).await?;
                     println!(
-                        "password of <{}> reset; existing sessions were revoked",
+                        "password of <{}> reset; its refresh tokens are revoked (access tokens already issued stay valid until they expire)",
                         email.trim().to_lowercase()
                     );
                 }
@@ -810,4 +827,24 @@ fn generate_migration(root: &Path, module: &str, name: &str) -> anyhow::Result<(
         println!("created {}", file.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("module `m` failed to start: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_quoted_by_its_error_prints_once() {
+        let quoting = anyhow::Error::new(Quoting(std::io::Error::other("relation \"x\" does not exist")));
+        assert_eq!(
+            error_chain(&quoting),
+            "module `m` failed to start: relation \"x\" does not exist"
+        );
+        let wrapped = anyhow::Error::new(std::io::Error::other("disk full")).context("writing the backup");
+        assert_eq!(error_chain(&wrapped), "writing the backup: disk full");
+    }
 }

@@ -346,6 +346,28 @@ fn stop(Served(child): &mut Served) -> Duration {
 }
 
 #[test]
+fn serve_refuses_an_unmigrated_database_when_auto_migrate_is_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = atlas(dir.path(), &[("ATLAS_DATABASE__AUTO_MIGRATE", "false")])
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("migration(s) pending"), "{stderr}");
+    assert!(stderr.contains("run `atlas migrate up`"), "{stderr}");
+    let migrated = stdout_of({
+        let mut c = atlas(dir.path(), &[]);
+        c.args(["migrate", "up"]);
+        c
+    });
+    assert!(migrated.contains("applied"), "{migrated}");
+    let (mut server, base) = serve(dir.path(), &[("ATLAS_DATABASE__AUTO_MIGRATE", "false")]);
+    assert_eq!(http_status(&format!("{base}/ready")).unwrap(), 200);
+    stop(&mut server);
+}
+
+#[test]
 fn serve_starts_embedded_and_stops_on_sigint_within_a_second() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base) = serve(dir.path(), &[]);

@@ -136,6 +136,19 @@ impl<'a> Migrator<'a> {
     }
 
     async fn ensure_ledger(&self, conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+        // Looked up first: PostgreSQL answers `CREATE TABLE IF NOT EXISTS`
+        // on an existing table with a notice, logged by every process start.
+        let lookup = match self.db.backend() {
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_migrations'"
+            }
+            Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_migrations'",
+        };
+        let found: i64 = sqlx::query_scalar(lookup).fetch_one(&mut *conn).await?;
+        if found > 0 {
+            return Ok(());
+        }
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS _migrations (
                 module TEXT NOT NULL,

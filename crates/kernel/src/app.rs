@@ -39,6 +39,16 @@ impl Atlas {
         let migrations = Arc::new(registry.migrations()?);
         if settings.database.auto_migrate {
             Migrator::new(&db).up(&migrations).await?;
+        } else {
+            // Modules would fail on missing tables or columns in ways that
+            // do not say why; an unmigrated database is refused up front.
+            let pending = Migrator::new(&db).plan(&migrations).await?;
+            if let Some(first) = pending.first() {
+                return Err(KernelError::NotMigrated {
+                    pending: pending.len(),
+                    first: format!("{} {} {}", first.module, first.version, first.name),
+                });
+            }
         }
         let ctx = AppContext::new(settings, db.clone(), server_secret);
         ctx.add_readiness_check(Arc::new(DatabaseCheck(db.clone())));

@@ -44,6 +44,11 @@ pub enum KernelError {
         #[source]
         source: atlas_db::MigrationError,
     },
+    #[error(
+        "{pending} database migration(s) pending (the first: {first}) and database.auto_migrate is off: \
+         run `atlas migrate up` with this version, then start again"
+    )]
+    NotMigrated { pending: usize, first: String },
     #[error(transparent)]
     Migration(#[from] atlas_db::MigrationError),
     #[error(transparent)]

@@ -340,3 +340,35 @@ async fn pagination(backend: TestBackend) {
     app.stop().await;
 }
 both_backends!(pagination_walks_are_complete_and_stable, pagination);
+
+/// Another process holding SQLite's write lock past the busy timeout (an
+/// `atlas` command beside the server) makes a write 503 with `Retry-After`,
+/// not a 500; the write goes through once the lock is released.
+#[tokio::test]
+async fn a_locked_sqlite_database_answers_503_with_retry_after() {
+    let Some(app) = crate::helpers::spawn_with(TestBackend::Sqlite, |s| s.database.busy_timeout_ms = 100).await else {
+        return;
+    };
+    let u = app.register("locked@example.org").await;
+    let c = app.collection(&u, "Locked").await;
+    // `app.db` is a pool of its own on the same file: another writer.
+    let mut other = app.db.writer().acquire().await.unwrap();
+    atlas_db::sqlx::Executor::execute(&mut *other, "BEGIN EXCLUSIVE")
+        .await
+        .unwrap();
+    let r = app
+        .post(
+            &format!("/api/v1/collections/{c}/items"),
+            &u.token,
+            json!({"title": "waits"}),
+        )
+        .await;
+    r.error(503, "unavailable");
+    assert_eq!(r.headers["retry-after"], "1");
+    atlas_db::sqlx::Executor::execute(&mut *other, "ROLLBACK")
+        .await
+        .unwrap();
+    drop(other);
+    app.item(&u, &c, json!({"title": "waits"})).await;
+    app.stop().await;
+}

@@ -80,6 +80,21 @@ pub enum ApiError {
     Overloaded { message: String, retry_after_secs: u64 },
 }
 
+/// Whether `err` (or a cause of it) is SQLite's `SQLITE_BUSY` ("database is
+/// locked") or `SQLITE_LOCKED` ("database table is locked"), whose texts
+/// SQLite keeps stable.
+fn is_database_busy(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if text.contains("database is locked") || text.contains("database table is locked") {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// One row of the error table: status and code of a variant.
 pub struct ErrorKind {
     pub status: StatusCode,
@@ -105,7 +120,18 @@ impl ApiError {
         ApiError::NotFound(format!("{what} not found"))
     }
 
+    /// 500 `internal` — except when the cause is SQLite refusing a write
+    /// because another process holds the database's lock past the busy
+    /// timeout (an `atlas` command writing beside the server): that passes,
+    /// so it is 503 `unavailable` with `Retry-After`.
     pub fn internal(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if is_database_busy(&err) {
+            tracing::warn!(error = %err, "the database stayed locked past its busy timeout");
+            return ApiError::Overloaded {
+                message: "the database is busy; retry shortly".into(),
+                retry_after_secs: 1,
+            };
+        }
         ApiError::Internal(Box::new(err))
     }
 

@@ -248,14 +248,19 @@ async fn refresh_rotation(backend: TestBackend) {
         .post("/api/v1/auth/logout", &access, json!({"refresh_token": latest}))
         .await;
     assert_eq!(out.status, 204);
-    anon(
+    let ended = anon(
         &app,
         Method::POST,
         "/api/v1/auth/refresh",
         json!({"refresh_token": latest}),
     )
-    .await
-    .error(401, "unauthorized");
+    .await;
+    ended.error(401, "unauthorized");
+    assert!(
+        ended.body["message"].as_str().unwrap().contains("sign-in has ended"),
+        "a signed-out token is not called a reuse: {}",
+        ended.body
+    );
     anon(
         &app,
         Method::POST,

@@ -225,8 +225,13 @@ async fn refresh(State(s): State<IdentityState>, Json(body): Json<RefreshRequest
     let record = store::refresh_by_token(&mut tx, &body.refresh_token)
         .await?
         .ok_or_else(unauthorized)?;
-    if record.used_at.is_some() || record.revoked_at.is_some() || !store::mark_refresh_used(&mut tx, &record.id).await?
-    {
+    if record.used_at.is_none() && record.revoked_at.is_some() {
+        // Signed out, or the password was reset: not a reuse.
+        return Err(ApiError::Unauthorized(
+            "this sign-in has ended (signed out, or the password was reset); sign in again".into(),
+        ));
+    }
+    if record.used_at.is_some() || !store::mark_refresh_used(&mut tx, &record.id).await? {
         store::revoke_family(&mut tx, &record.family_id).await?;
         tx.commit().await.map_err(db_err)?;
         tracing::warn!(user_id = %record.user_id, family_id = %record.family_id, "refresh token reuse: family revoked");

@@ -160,7 +160,10 @@ pub struct SearchSettings {
     /// Typo tolerance applies when the exact query matches fewer items than
     /// this (on the first page); 0 turns it off.
     pub fuzzy_below: u64,
-    /// Memory budget of the index writer, in MiB (at least 15).
+    /// Memory budget, in MiB (at least 15), of the index writer that
+    /// rebuilds an index (at start, `atlas search reindex`). The live
+    /// indexer, which commits every `commit_every_docs` documents, writes
+    /// with one thread and 16 MiB.
     pub writer_memory_mb: u64,
     /// This node's durable JetStream consumer name (`search-<node>`) in
     /// cluster mode; defaults to an id generated into the index directory.
@@ -175,7 +178,7 @@ impl Default for SearchSettings {
             commit_interval_ms: 500,
             language: "english".into(),
             fuzzy_below: 10,
-            writer_memory_mb: 64,
+            writer_memory_mb: 256,
             node_name: None,
         }
     }

@@ -83,6 +83,9 @@ impl EventSource {
     }
 }
 
+/// Memory of the live indexer's writer (Tantivy's minimum is 15 MB per thread).
+const LIVE_WRITER_MEMORY: usize = 16 * 1024 * 1024;
+
 /// What `/ready` and the metrics report of the indexer.
 #[derive(Default)]
 pub struct IndexerState {
@@ -132,9 +135,12 @@ impl Indexer {
         let generation = Arc::new(self.open_or_rebuild().await?);
         self.live.set(generation.clone());
         self.dir.remove_stale(&generation.name);
-        let mut writer: IndexWriter<TantivyDocument> = generation
-            .index
-            .writer(self.settings.writer_memory_mb as usize * 1024 * 1024)?;
+        // The live writer commits every `commit_every_docs` documents or
+        // `commit_interval_ms`: one thread and a small arena suffice, and a
+        // larger one would only be memory held for the life of the process
+        // (Tantivy flushes a segment early if a burst of large bodies fills it).
+        let mut writer: IndexWriter<TantivyDocument> =
+            generation.index.writer_with_num_threads(1, LIVE_WRITER_MEMORY)?;
         let mut payload = generation.payload()?.unwrap_or(CommitPayload {
             source: self.source.log_source(),
             position: 0,

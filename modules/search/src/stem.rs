@@ -5,10 +5,10 @@
 //! distribution, so nearly every token is a word stemmed moments ago: each
 //! analyzer keeps a bounded map from word to stem and runs Tantivy's
 //! Snowball stemmer only for words it has not seen. The tokens are exactly
-//! those of [`tantivy::tokenizer::Stemmer`] (tested below).
+//! those of [`tantivy::tokenizer::Stemmer`] (tested below). The map hashes
+//! with FxHash: with SipHash, hashing the words cost as much as stemming them.
 
-use std::collections::HashMap;
-
+use rustc_hash::FxHashMap;
 use tantivy::tokenizer::{Language, RawTokenizer, Stemmer, TextAnalyzer, Token, TokenFilter, TokenStream, Tokenizer};
 
 /// Words remembered per analyzer; the map is emptied when full (a rebuild
@@ -37,7 +37,7 @@ impl TokenFilter for CachedStemmer {
             stemmer: TextAnalyzer::builder(RawTokenizer::default())
                 .filter(Stemmer::new(self.language))
                 .build(),
-            cache: HashMap::new(),
+            cache: FxHashMap::default(),
         }
     }
 }
@@ -47,7 +47,7 @@ pub struct CachedStemmerFilter<T> {
     inner: T,
     /// Stems one word (the raw tokenizer passes it whole).
     stemmer: TextAnalyzer,
-    cache: HashMap<String, String>,
+    cache: FxHashMap<String, String>,
 }
 
 impl<T: Tokenizer> Tokenizer for CachedStemmerFilter<T> {
@@ -65,7 +65,7 @@ impl<T: Tokenizer> Tokenizer for CachedStemmerFilter<T> {
 pub struct CachedStemmerStream<'a, S> {
     tail: S,
     stemmer: &'a mut TextAnalyzer,
-    cache: &'a mut HashMap<String, String>,
+    cache: &'a mut FxHashMap<String, String>,
 }
 
 impl<S: TokenStream> TokenStream for CachedStemmerStream<'_, S> {

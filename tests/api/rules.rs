@@ -730,26 +730,8 @@ async fn webhooks(backend: TestBackend) {
     // again (and only the one that ended dead).
     receiver.down_is_up.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(atlas_events::dlq::request_replay(&app.db, None).await.unwrap(), 1);
-    eventually("the replayed webhook to be delivered", || async {
-        (receiver.calls("/down").len() == 5).then_some(())
-    })
-    .await;
-    let log = app
-        .get(
-            &format!("/api/v1/webhooks/deliveries?collection_id={c}&limit=50"),
-            &owner.token,
-        )
-        .await;
-    let down: Vec<(i64, &str)> = log.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .filter(|d| d["rule_name"] == "down")
-        .map(|d| (d["attempt"].as_i64().unwrap(), d["outcome"].as_str().unwrap()))
-        .collect();
     assert_eq!(
-        down,
+        down_after_replay(&app, &receiver, &c, &owner).await,
         [
             (1, "retrying"),
             (2, "retrying"),
@@ -757,6 +739,7 @@ async fn webhooks(backend: TestBackend) {
             (4, "dead"),
             (5, "delivered")
         ]
+        .map(|(n, o)| (n, o.to_string()))
     );
     assert_eq!(receiver.calls("/ok").len(), 1, "a delivered webhook is not sent again");
     assert_eq!(receiver.calls("/flaky").len(), 2);
@@ -780,6 +763,34 @@ async fn webhooks(backend: TestBackend) {
     app.stop().await;
 }
 both_backends!(webhooks_signed_retried_and_dead_lettered, webhooks);
+
+/// Once the `/down` webhook's dead letter was replayed: waits for its fifth
+/// request, then lists its logged (attempt, outcome)s, oldest first.
+async fn down_after_replay(app: &App, receiver: &Receiver, c: &str, owner: &User) -> Vec<(i64, String)> {
+    eventually("the replayed webhook to be delivered", || async {
+        (receiver.calls("/down").len() == 5).then_some(())
+    })
+    .await;
+    let log = app
+        .get(
+            &format!("/api/v1/webhooks/deliveries?collection_id={c}&limit=50"),
+            &owner.token,
+        )
+        .await;
+    log.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|d| d["rule_name"] == "down")
+        .map(|d| {
+            (
+                d["attempt"].as_i64().unwrap(),
+                d["outcome"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
 
 /// With NATS carrying the events, a failing webhook is tried as often as in
 /// embedded mode (with the event's batch, then once per delivery of the
@@ -835,24 +846,17 @@ async fn webhooks_over_nats_are_dead_lettered_and_replayed() {
 
     receiver.down_is_up.store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(letters.replay(None).await.unwrap(), 1);
-    eventually("the replayed webhook to be delivered", || async {
-        (receiver.calls("/down").len() == 5).then_some(())
-    })
-    .await;
-    let log = app
-        .get(
-            &format!("/api/v1/webhooks/deliveries?collection_id={c}&limit=50"),
-            &owner.token,
-        )
-        .await;
-    let outcomes: Vec<&str> = log.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|d| d["outcome"].as_str().unwrap())
-        .collect();
-    assert_eq!(outcomes, ["retrying", "retrying", "retrying", "dead", "delivered"]);
+    assert_eq!(
+        down_after_replay(&app, &receiver, &c, &owner).await,
+        [
+            (1, "retrying"),
+            (2, "retrying"),
+            (3, "retrying"),
+            (4, "dead"),
+            (5, "delivered")
+        ]
+        .map(|(n, o)| (n, o.to_string()))
+    );
     assert!(letters.list(Some("webhooks")).await.unwrap().is_empty());
     app.stop().await;
 }

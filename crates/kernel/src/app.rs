@@ -160,8 +160,16 @@ impl Atlas {
         self.start().await?;
         let (router, _) = self.router();
         let grace = Duration::from_secs(self.ctx.settings().server.shutdown_grace_secs);
-        let local = listener.local_addr().ok();
-        tracing::info!(addr = ?local, role = ?self.ctx.settings().server.role, modules = ?self.registry.names(), "atlas is serving");
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_else(|e| format!("unknown ({e})"));
+        tracing::info!(
+            %addr,
+            role = self.ctx.settings().server.role.as_str(),
+            modules = %self.registry.names().join(","),
+            "atlas is serving"
+        );
         let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
         let token = self.ctx.shutdown_token();
         let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())

@@ -75,6 +75,14 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        }
+    }
+
     pub fn serves_api(self) -> bool {
         matches!(self, Role::All | Role::Api)
     }

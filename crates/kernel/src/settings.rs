@@ -714,32 +714,70 @@ impl Settings {
             .unwrap_or(Path::new("."))
             .join(format!("atlas.{profile_name}.toml"));
 
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()))
-            .merge(Toml::file(&base_file))
-            .merge(Toml::file(&profile_file))
-            .merge(Serialized::defaults(env_dict(&dotenv)))
-            .merge(Serialized::defaults(env_dict(&source.env)));
+        // Lowest precedence first; the merged figment is their union.
+        let mut layers = vec![
+            Figment::from(Toml::file(&base_file)),
+            Figment::from(Toml::file(&profile_file)),
+            Figment::from(Serialized::defaults(env_dict(&dotenv))),
+            Figment::from(Serialized::defaults(env_dict(&source.env))),
+        ];
         for (key, value) in &source.overrides {
-            figment = figment.merge(Serialized::default(key, value.clone()));
+            layers.push(Figment::from(Serialized::default(key, value.clone())));
         }
+        let figment = layers.iter().fold(
+            Figment::from(Serialized::defaults(Settings::default())),
+            |all, layer| all.merge(layer.clone()),
+        );
         let mut settings: Settings = figment.extract().map_err(figment_error)?;
-        settings.resolve_secret_files()?;
+        // The layer that last set a key (`None`: only the defaults).
+        let layer_of = |key: &str| layers.iter().rposition(|l| l.find_value(key).is_ok());
+        settings.resolve_secret_files(&layer_of)?;
         settings.validate()?;
         Ok(settings)
     }
 
-    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        resolve_file(&mut self.database.url, &self.database.url_file, "database.url")?;
-        resolve_file(&mut self.auth.jwt_secret, &self.auth.jwt_secret_file, "auth.jwt_secret")?;
-        resolve_file(
-            &mut self.audit.signing_key,
-            &self.audit.signing_key_file,
-            "audit.signing_key",
-        )?;
-        let n = &mut self.events.nats;
-        resolve_file(&mut n.nkey_seed, &n.nkey_seed_file, "events.nats.nkey_seed")?;
-        resolve_file(&mut n.password, &n.password_file, "events.nats.password")?;
-        resolve_file(&mut n.creds, &n.creds_file, "events.nats.creds")?;
+    /// Read each `…_file` secret into its key. When a secret and its file
+    /// come from different layers, the later layer wins (an environment
+    /// variable over `atlas.toml`); set in the same layer, they are an error.
+    fn resolve_secret_files(&mut self, layer_of: &dyn Fn(&str) -> Option<usize>) -> Result<(), ConfigError> {
+        let pairs = [
+            (&mut self.database.url, &mut self.database.url_file, "database.url"),
+            (
+                &mut self.auth.jwt_secret,
+                &mut self.auth.jwt_secret_file,
+                "auth.jwt_secret",
+            ),
+            (
+                &mut self.audit.signing_key,
+                &mut self.audit.signing_key_file,
+                "audit.signing_key",
+            ),
+            (
+                &mut self.events.nats.nkey_seed,
+                &mut self.events.nats.nkey_seed_file,
+                "events.nats.nkey_seed",
+            ),
+            (
+                &mut self.events.nats.password,
+                &mut self.events.nats.password_file,
+                "events.nats.password",
+            ),
+            (
+                &mut self.events.nats.creds,
+                &mut self.events.nats.creds_file,
+                "events.nats.creds",
+            ),
+        ];
+        for (value, file, key) in pairs {
+            if value.is_some() && file.is_some() {
+                match (layer_of(key), layer_of(&format!("{key}_file"))) {
+                    (Some(v), Some(f)) if v > f => *file = None,
+                    (Some(v), Some(f)) if f > v => *value = None,
+                    _ => {}
+                }
+            }
+            resolve_file(value, file, key)?;
+        }
         Ok(())
     }
 

@@ -310,3 +310,57 @@ fn jobs_section_is_validated_by_key() {
         assert!(invalid_key(err).contains(named), "{key}={value}");
     }
 }
+
+/// A secret and its `_file` from different layers: the later layer wins
+/// (an environment variable over `atlas.toml`, and the other way round);
+/// both in one layer stay an error.
+#[test]
+fn a_later_layer_overrides_a_secret_file_of_an_earlier_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("db-url");
+    std::fs::write(&url_file, "postgres://atlas@from-file:5432/atlas\n").unwrap();
+    std::fs::write(
+        dir.path().join("atlas.toml"),
+        format!("[database]\nurl_file = {:?}\n", url_file.to_str().unwrap()),
+    )
+    .unwrap();
+    let from_file = Settings::load(&source(dir.path(), &[])).unwrap();
+    assert_eq!(
+        from_file.database.url.unwrap().expose(),
+        "postgres://atlas@from-file:5432/atlas"
+    );
+    let from_env = Settings::load(&source(
+        dir.path(),
+        &[("ATLAS_DATABASE__URL", "postgres://atlas@from-env:5432/atlas")],
+    ))
+    .unwrap();
+    assert_eq!(
+        from_env.database.url.unwrap().expose(),
+        "postgres://atlas@from-env:5432/atlas"
+    );
+
+    std::fs::write(
+        dir.path().join("atlas.toml"),
+        "[database]\nurl = \"postgres://atlas@from-toml:5432/atlas\"\n",
+    )
+    .unwrap();
+    let env_file = Settings::load(&source(
+        dir.path(),
+        &[("ATLAS_DATABASE__URL_FILE", url_file.to_str().unwrap())],
+    ))
+    .unwrap();
+    assert_eq!(
+        env_file.database.url.unwrap().expose(),
+        "postgres://atlas@from-file:5432/atlas"
+    );
+
+    let both = Settings::load(&source(
+        dir.path(),
+        &[
+            ("ATLAS_DATABASE__URL", "postgres://atlas@from-env:5432/atlas"),
+            ("ATLAS_DATABASE__URL_FILE", url_file.to_str().unwrap()),
+        ],
+    ))
+    .unwrap_err();
+    assert_eq!(invalid_key(both), "database.url");
+}

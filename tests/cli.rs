@@ -1272,6 +1272,8 @@ async fn spans_are_exported_over_otlp_grpc() {
         audit["parentSpanId"], write["spanId"],
         "embedded: the consumer reads the outbox row"
     );
+    let realtime = one(&|s| s["name"] == "process ItemCreated" && attribute(s, "consumer") == Some("realtime"));
+    assert_eq!(realtime["parentSpanId"], write["spanId"], "the realtime hub's fan-out");
 }
 
 /// With traces exported over OTLP, in nats mode, one trace holds the
@@ -1388,6 +1390,13 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     for c in consumed("search", "ItemCreated") {
         written_under(c, request);
     }
+    // The realtime hub reads the outbox itself, in nats mode too: its span
+    // sits under the write, beside the publish.
+    let realtime = consumed("realtime", "ItemCreated");
+    assert_eq!(realtime.len(), 1, "{names:?}");
+    let write = by_id(&realtime[0]["parentSpanId"]).expect("the hub's parent span was exported");
+    assert_eq!(write["name"], "INSERT outbox", "{write}");
+    assert_eq!(write["parentSpanId"], request["spanId"]);
     let rules = consumed("rules", "ItemCreated")[0];
     assert_eq!(attribute(rules, "messaging.operation.type"), Some("process"));
     assert_eq!(rules["kind"], 5, "a consumer span (SPAN_KIND_CONSUMER)");

@@ -57,8 +57,13 @@ impl Hub {
                     let empty = batch.is_empty();
                     for envelope in batch {
                         after = envelope.sequence.unwrap_or(after);
+                        // The fan-out is a span in the event's trace, as the
+                        // consumers' handling is (the hub reads the outbox
+                        // itself, whichever the broker).
+                        let span = atlas_events::consume_span("realtime", &envelope).entered();
                         // No subscriber is not an error.
                         let _ = self.sender.send(Arc::new(envelope));
+                        drop(span);
                     }
                     empty
                 }

@@ -732,14 +732,7 @@ async fn webhooks(backend: TestBackend) {
     assert_eq!(atlas_events::dlq::request_replay(&app.db, None).await.unwrap(), 1);
     assert_eq!(
         down_after_replay(&app, &receiver, &c, &owner).await,
-        [
-            (1, "retrying"),
-            (2, "retrying"),
-            (3, "retrying"),
-            (4, "dead"),
-            (5, "delivered")
-        ]
-        .map(|(n, o)| (n, o.to_string()))
+        DOWN_THEN_REPLAYED.map(|(n, o)| (n, o.to_string()))
     );
     assert_eq!(receiver.calls("/ok").len(), 1, "a delivered webhook is not sent again");
     assert_eq!(receiver.calls("/flaky").len(), 2);
@@ -763,6 +756,16 @@ async fn webhooks(backend: TestBackend) {
     app.stop().await;
 }
 both_backends!(webhooks_signed_retried_and_dead_lettered, webhooks);
+
+/// The `/down` webhook's log when the receiver came back before the replay:
+/// three retries, the last delivery's attempt dead, the replay delivered.
+const DOWN_THEN_REPLAYED: [(i64, &str); 5] = [
+    (1, "retrying"),
+    (2, "retrying"),
+    (3, "retrying"),
+    (4, "dead"),
+    (5, "delivered"),
+];
 
 /// Once the `/down` webhook's dead letter was replayed: waits for its fifth
 /// request, then lists its logged (attempt, outcome)s, oldest first.
@@ -848,14 +851,7 @@ async fn webhooks_over_nats_are_dead_lettered_and_replayed() {
     assert_eq!(letters.replay(None).await.unwrap(), 1);
     assert_eq!(
         down_after_replay(&app, &receiver, &c, &owner).await,
-        [
-            (1, "retrying"),
-            (2, "retrying"),
-            (3, "retrying"),
-            (4, "dead"),
-            (5, "delivered")
-        ]
-        .map(|(n, o)| (n, o.to_string()))
+        DOWN_THEN_REPLAYED.map(|(n, o)| (n, o.to_string()))
     );
     assert!(letters.list(Some("webhooks")).await.unwrap().is_empty());
     app.stop().await;

@@ -36,11 +36,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_string());
     // Exported under the name and attributes of OpenTelemetry's HTTP server
     // conventions: "{method} {route}", kind server, the response status.
-    let otel_name = if route == "unmatched" {
-        method.to_string()
-    } else {
-        format!("{method} {route}")
-    };
+    // (Field values are only evaluated when the span is enabled.)
     let span = tracing::info_span!(
         "http.request",
         request_id = %ctx.request_id,
@@ -49,7 +45,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         http.route = %route,
         url.path = %req.uri().path(),
         http.response.status_code = tracing::field::Empty,
-        otel.name = %otel_name,
+        otel.name = %if route == "unmatched" {
+            method.to_string()
+        } else {
+            format!("{method} {route}")
+        },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
     );

@@ -859,6 +859,34 @@ async fn api_processes_on_nats_converge_to_the_same_search_results() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // A change no event announced, then `REINDEX_ITEM`: the worker runs the
+    // job, and its `JobSucceeded` event has every node re-read the item.
+    let db = database.connect().await;
+    sqlx::query("UPDATE items SET title = 'stork late' WHERE id = $1")
+        .bind(&late)
+        .execute(db.writer())
+        .await
+        .unwrap();
+    let job = post_json(
+        &client,
+        &format!("{a}/api/v1/jobs"),
+        Some(&token),
+        serde_json::json!({"type": "REINDEX_ITEM", "payload": {"item_id": late}}),
+    )
+    .await;
+    assert_eq!(job["type"], "REINDEX_ITEM", "{job}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for base in [&a, &b, &c] {
+        loop {
+            if search_ids(&client, base, &token, "stork").await == [late.clone()] {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} never reindexed the item");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(search_ids(&client, base, &token, "ibis").await.is_empty());
+    }
+    db.close().await;
     for child in [&mut api_a, &mut api_b, &mut api_c, &mut worker] {
         stop(child);
     }

@@ -44,6 +44,20 @@ async fn wait_search(app: &App, user: &User, query: &str, done: impl Fn(&Value) 
     }
 }
 
+/// Poll a job until it leaves `queued` and `running`.
+async fn wait_job(app: &App, user: &User, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = app.get(path, &user.token).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        if r.body["status"] != "queued" && r.body["status"] != "running" {
+            return r.body;
+        }
+        assert!(Instant::now() < deadline, "job still {}", r.body);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn search(app: &App, user: &User, query: &str) -> Value {
     let r = app.get(&format!("/api/v1/search/items?{query}"), &user.token).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -392,6 +406,73 @@ async fn pages_updates_and_deletes(backend: TestBackend) {
 }
 
 both_backends!(search_pages_updates_and_deletes, pages_updates_and_deletes);
+
+/// `REINDEX_ITEM` replaces an item's document with its current state in
+/// the database, even after a change no event announced (an edit made with
+/// SQL, a partial restore). Who may ask is the item's editors and owners.
+async fn reindex_item_job(backend: TestBackend) {
+    let Some(app) = spawn_atlas(backend).await else { return };
+    let owner = app.register("reindex-owner@s.org").await;
+    let viewer = app.register("reindex-viewer@s.org").await;
+    let c = app.collection(&owner, "Birds").await;
+    app.add_member(&owner, &c, &viewer, "viewer").await;
+    let id = add(
+        &app,
+        &owner,
+        &c,
+        json!({"title": "heron notes", "body": "a tall wader"}),
+    )
+    .await;
+    wait_indexed(&app, &owner, &id).await;
+
+    atlas_db::sqlx::query(&format!("UPDATE items SET title = 'egret notes' WHERE id = '{id}'"))
+        .execute(app.db.writer())
+        .await
+        .unwrap();
+    assert_eq!(search(&app, &owner, "q=egret").await["total_estimate"], 0);
+    assert_eq!(search(&app, &owner, "q=heron").await["total_estimate"], 1);
+
+    let job = json!({"type": "REINDEX_ITEM", "payload": {"item_id": id}});
+    app.post("/api/v1/jobs", &viewer.token, job.clone())
+        .await
+        .error(403, "forbidden");
+    let r = app.post("/api/v1/jobs", &owner.token, job).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let path = format!("/api/v1/jobs/{}", r.body["id"].as_str().unwrap());
+    let done = wait_job(&app, &owner, &path).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["result"], json!({"item_id": id, "version": 1}));
+    let page = wait_search(&app, &owner, "q=egret", |p| p["total_estimate"] == 1).await;
+    assert_eq!(titles(&page), ["egret notes"]);
+    assert_eq!(search(&app, &owner, "q=heron").await["total_estimate"], 0);
+
+    // An item deleted before its job runs: the job is dead, not retried.
+    let gone = add(&app, &owner, &c, json!({"title": "dodo"})).await;
+    let run_at = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let r = app
+        .post(
+            "/api/v1/jobs",
+            &owner.token,
+            json!({"type": "REINDEX_ITEM", "payload": {"item_id": gone}, "run_at": run_at}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let path = format!("/api/v1/jobs/{}", r.body["id"].as_str().unwrap());
+    assert_eq!(
+        app.delete(&format!("/api/v1/items/{gone}"), &owner.token).await.status,
+        204
+    );
+    let dead = wait_job(&app, &owner, &path).await;
+    assert_eq!(dead["status"], "dead", "{dead}");
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("does not exist"),
+        "{dead}"
+    );
+    app.stop().await;
+}
+
+both_backends!(search_reindex_item_job, reindex_item_job);
 
 /// Every search's result, for comparing two indexes of the same data.
 async fn snapshot(app: &App, u: &User) -> Vec<Value> {

@@ -1114,7 +1114,11 @@ export interface components {
             finished_at?: string | null;
             id: string;
             input: Record<string, unknown>;
-            /** @description The last step's output once succeeded (for `HEALTH_CHECK`, the report). */
+            /**
+             * @description Once succeeded, the outputs of its succeeded steps merged into one
+             *     object (`ITEM_INTAKE`: the enrichment, `added_tags`, the reindexed
+             *     `version`; `HEALTH_CHECK`: the report).
+             */
             output?: Record<string, unknown> | null;
             status: components["schemas"]["WorkflowStatus"];
             steps: components["schemas"]["Step"][];

@@ -51,6 +51,7 @@ impl Atlas {
             }
         }
         let ctx = AppContext::new(settings, db.clone(), server_secret);
+        ctx.provide(Arc::new(crate::context::ModuleNames(registry.names())));
         ctx.add_readiness_check(Arc::new(DatabaseCheck(db.clone())));
         ctx.add_readiness_check(Arc::new(MigrationsCheck {
             db,

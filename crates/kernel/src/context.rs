@@ -112,4 +112,13 @@ impl AppContext {
     pub fn readiness_checks(&self) -> Vec<Arc<dyn ReadinessCheck>> {
         self.inner.checks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Whether this application runs the module `name`, in any role (a
+    /// module may depend on what another does without depending on its crate).
+    pub fn has_module(&self, name: &str) -> bool {
+        self.get::<ModuleNames>().is_some_and(|m| m.0.contains(&name))
+    }
 }
+
+/// The modules of an application, provided before any module's `init`.
+pub struct ModuleNames(pub Vec<&'static str>);

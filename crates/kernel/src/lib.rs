@@ -12,7 +12,7 @@ mod registry;
 pub mod settings;
 
 pub use app::{shutdown_signal, Atlas, ConsumerSet};
-pub use context::{AppContext, ReadinessCheck};
+pub use context::{AppContext, ModuleNames, ReadinessCheck};
 pub use module::{Consumer, Module, ModuleError, ModuleRegistration, ModuleTasks};
 pub use registry::ModuleRegistry;
 pub use settings::{ConfigError, Profile, Role, Secret, Settings, SettingsSource};

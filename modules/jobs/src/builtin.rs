@@ -15,14 +15,6 @@ use crate::queue::JobQueue;
 /// Tags one enrichment adds at most.
 const DERIVED_TAGS_MAX: usize = 8;
 
-/// Reindexes one item in full-text search. The search module provides it;
-/// without one `REINDEX_ITEM` cannot be enqueued and the `reindex` step of
-/// `ITEM_INTAKE` shows `skipped` with the reason.
-#[async_trait]
-pub trait ItemReindexer: Send + Sync + 'static {
-    async fn reindex(&self, item_id: &str) -> Result<Value, String>;
-}
-
 /// Why nothing can be reindexed in this build.
 pub const NO_SEARCH: &str = "full-text search is not part of this build, so there is no index to update";
 
@@ -89,9 +81,20 @@ impl JobHandler for ApplyDerivedTags {
     }
 }
 
-/// `REINDEX_ITEM {item_id}`.
+/// `REINDEX_ITEM {item_id}`: every api process's search index re-reads the
+/// item from the database.
+///
+/// Indexes belong to api processes, and a worker may run the job in
+/// another process, so the job does not touch an index: it checks that the
+/// item exists and records the version it saw, and its `JobSucceeded` event
+/// (whose data names the item) tells each process's indexer, through the
+/// event log every indexer follows, to replace the item's document with
+/// its current state. `GET /items/{id}` shows `index_status: pending` until
+/// the index of the process answering has done so.
 pub struct ReindexItem {
-    pub indexer: Option<Arc<dyn ItemReindexer>>,
+    pub items: Arc<ItemService>,
+    /// Whether the search module runs in this application.
+    pub has_search: bool,
 }
 
 #[async_trait]
@@ -105,11 +108,19 @@ impl JobHandler for ReindexItem {
 
     async fn run(&self, job: &JobRun) -> Result<Value, JobError> {
         let id = item_id(&job.payload)?;
-        match &self.indexer {
-            Some(indexer) => indexer.reindex(id).await.map_err(JobError::Retry),
-            None if job.workflow_id.is_some() => Err(JobError::Skip(NO_SEARCH.into())),
-            None => Err(JobError::Fatal(NO_SEARCH.into())),
+        if !self.has_search {
+            return Err(match job.workflow_id {
+                Some(_) => JobError::Skip(NO_SEARCH.into()),
+                None => JobError::Fatal(NO_SEARCH.into()),
+            });
         }
+        let item = self
+            .items
+            .get(id)
+            .await
+            .map_err(item_error)?
+            .ok_or_else(|| JobError::Fatal("the item does not exist".into()))?;
+        Ok(json!({ "item_id": item.id, "version": item.version }))
     }
 }
 

@@ -34,7 +34,6 @@ use atlas_items::ItemService;
 use atlas_kernel::{AppContext, Module, ModuleError};
 use include_dir::{include_dir, Dir};
 
-pub use builtin::ItemReindexer;
 pub use handler::{JobError, JobHandler, JobHandlers, JobRun, JobScope};
 pub use model::{Job, JobStatus, Step, StepStatus, Workflow, WorkflowStatus};
 pub use queue::{JobFilter, JobQueue, NewJob, Outcome, QueueError};
@@ -67,7 +66,7 @@ pub const BUILTIN_JOB_TYPES: &[(&str, JobScope)] = &[
 pub fn builtin_handlers(ctx: &AppContext, queue: &JobQueue) -> Result<JobHandlers, ModuleError> {
     let items = ctx.require::<ItemService>()?;
     let settings = &ctx.settings().jobs;
-    let indexer = ctx.get::<dyn ItemReindexer>();
+    let has_search = ctx.has_module("search");
     let handlers = JobHandlers::default();
     handlers.register(Arc::new(handler::NoopHandler));
     handlers.register(Arc::new(enrich::EnrichUrl {
@@ -75,14 +74,12 @@ pub fn builtin_handlers(ctx: &AppContext, queue: &JobQueue) -> Result<JobHandler
         fetcher: enrich::PageFetcher::from_settings(settings)?,
         timeout: Duration::from_secs(settings.enrich_timeout_secs),
     }));
-    handlers.register(Arc::new(builtin::ApplyDerivedTags { items }));
-    handlers.register(Arc::new(builtin::ReindexItem {
-        indexer: indexer.clone(),
-    }));
+    handlers.register(Arc::new(builtin::ApplyDerivedTags { items: items.clone() }));
+    handlers.register(Arc::new(builtin::ReindexItem { items, has_search }));
     handlers.register(Arc::new(builtin::HealthProbe {
         ctx: ctx.clone(),
         queue: queue.clone(),
-        has_search: indexer.is_some(),
+        has_search,
     }));
     // BUILTIN_JOB_TYPES must name exactly these handlers (checked in every
     // debug build that starts the module, which every API test does).
@@ -124,7 +121,7 @@ impl Module for JobsModule {
             guard: ctx.require::<CollectionGuard>()?,
             items: ctx.require::<ItemService>()?,
             cursors: atlas_http::CursorCodec::new(ctx.server_secret()),
-            has_search: ctx.get::<dyn ItemReindexer>().is_some(),
+            has_search: ctx.has_module("search"),
         };
         ctx.provide::<JobQueue>(Arc::new(queue));
         ctx.provide::<JobHandlers>(handlers);

@@ -144,11 +144,14 @@ impl Job {
     }
 
     /// Event data of `JobSucceeded` / `JobDead`: what happened, not the
-    /// payload or result (which may be large, and are one read away).
+    /// payload or result (which may be large, and are one read away), but
+    /// the item of a job about one (`item_id`, else null): search indexes
+    /// follow `REINDEX_ITEM` by it.
     pub(crate) fn event_data(&self) -> Value {
         serde_json::json!({
             "id": self.id,
             "type": self.job_type,
+            "item_id": self.payload.get("item_id").and_then(Value::as_str),
             "status": self.status,
             "attempts": self.attempts,
             "max_attempts": self.max_attempts,
@@ -225,7 +228,9 @@ pub struct Workflow {
     pub status: WorkflowStatus,
     #[schema(value_type = Object)]
     pub input: Value,
-    /// The last step's output once succeeded (for `HEALTH_CHECK`, the report).
+    /// Once succeeded, the outputs of its succeeded steps merged into one
+    /// object (`ITEM_INTAKE`: the enrichment, `added_tags`, the reindexed
+    /// `version`; `HEALTH_CHECK`: the report).
     #[schema(value_type = Option<Object>)]
     pub output: Option<Value>,
     pub steps: Vec<Step>,

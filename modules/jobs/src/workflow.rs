@@ -281,12 +281,7 @@ pub(crate) async fn on_job_finished(conn: &mut AnyConnection, queue: &JobQueue, 
         }
         JobStatus::Succeeded => {
             workflow.status = WorkflowStatus::Succeeded;
-            workflow.output = workflow
-                .steps
-                .iter()
-                .rev()
-                .find(|s| s.status == StepStatus::Succeeded)
-                .and_then(|s| s.output.clone());
+            workflow.output = merged_output(&workflow.steps);
             workflow.finished_at = Some(t.clone());
             event = Some("WorkflowCompleted");
         }
@@ -353,6 +348,27 @@ pub(crate) async fn on_job_retried(conn: &mut AnyConnection, job: &Job) -> Resul
     Ok(())
 }
 
+/// A succeeded workflow's output: the outputs of its succeeded steps, in
+/// order, merged into one object (a later step's key wins); a step whose
+/// output is not an object contributes nothing, unless it is the only one.
+fn merged_output(steps: &[Step]) -> Option<Value> {
+    let outputs: Vec<&Value> = steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Succeeded)
+        .filter_map(|s| s.output.as_ref())
+        .collect();
+    if let [only] = outputs.as_slice() {
+        return Some((*only).clone());
+    }
+    let mut merged = serde_json::Map::new();
+    for output in outputs {
+        if let Value::Object(fields) = output {
+            merged.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    (!merged.is_empty()).then_some(Value::Object(merged))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,6 +380,30 @@ mod tests {
         assert_eq!(skipped(&Some(json!({"skipped": "x", "other": 1}))), None);
         assert_eq!(skipped(&Some(json!(null))), None);
         assert_eq!(skipped(&None), None);
+    }
+
+    fn step(status: StepStatus, output: Option<Value>) -> Step {
+        Step {
+            name: "s".into(),
+            status,
+            attempts: 1,
+            output,
+            error: None,
+            job_id: None,
+        }
+    }
+
+    #[test]
+    fn the_output_merges_the_succeeded_steps() {
+        let steps = [
+            step(StepStatus::Succeeded, Some(json!({"title": "t", "version": 1}))),
+            step(StepStatus::Skipped, Some(json!({"reason": "no enrichment"}))),
+            step(StepStatus::Succeeded, Some(json!({"version": 3}))),
+        ];
+        assert_eq!(merged_output(&steps), Some(json!({"title": "t", "version": 3})));
+        let report = [step(StepStatus::Succeeded, Some(json!(["a report"])))];
+        assert_eq!(merged_output(&report), Some(json!(["a report"])));
+        assert_eq!(merged_output(&[step(StepStatus::Skipped, None)]), None);
     }
 
     #[test]

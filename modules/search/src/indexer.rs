@@ -37,8 +37,27 @@ use tokio_util::sync::CancellationToken;
 use crate::index::{self, CommitPayload, Generation, IndexDir, LiveIndex, LogSource};
 use crate::SearchError;
 
-/// Event types the index depends on.
-pub const EVENT_TYPES: &[&str] = &["ItemCreated", "ItemUpdated", "ItemDeleted", "CollectionDeleted"];
+/// Event types the index depends on. `JobSucceeded` matters when the job
+/// was a `REINDEX_ITEM`: the item's document is replaced like after an
+/// update, in every node, whichever process ran the job.
+pub const EVENT_TYPES: &[&str] = &[
+    "ItemCreated",
+    "ItemUpdated",
+    "ItemDeleted",
+    "CollectionDeleted",
+    "JobSucceeded",
+];
+
+/// The item an event asks to re-read, if any.
+fn touched_item(envelope: &Envelope) -> Option<&str> {
+    match envelope.event_type.as_str() {
+        "ItemCreated" | "ItemUpdated" | "ItemDeleted" => Some(envelope.entity.id.as_str()),
+        "JobSucceeded" if envelope.data.get("type").and_then(|t| t.as_str()) == Some("REINDEX_ITEM") => {
+            envelope.data.get("item_id").and_then(|i| i.as_str())
+        }
+        _ => None,
+    }
+}
 
 /// Where the indexer reads events.
 #[derive(Clone)]
@@ -237,14 +256,10 @@ impl Indexer {
             .map(|(_, e)| atlas_events::consume_span("search", e))
             .collect();
         for (_, envelope) in batch {
-            match envelope.event_type.as_str() {
-                "ItemCreated" | "ItemUpdated" | "ItemDeleted" => {
-                    touched.insert(envelope.entity.id.clone());
-                }
-                "CollectionDeleted" => {
-                    index::remove_collection(writer, fields, &envelope.entity.id);
-                }
-                _ => {}
+            if let Some(id) = touched_item(envelope) {
+                touched.insert(id.to_string());
+            } else if envelope.event_type == "CollectionDeleted" {
+                index::remove_collection(writer, fields, &envelope.entity.id);
             }
         }
         let ids: Vec<String> = touched.into_iter().collect();
@@ -443,9 +458,11 @@ impl Feed {
                     ack_policy: AckPolicy::All,
                     ack_wait: Duration::from_secs(120),
                     max_ack_pending: 100_000,
-                    // Item events only: deleting a collection emits an
-                    // `ItemDeleted` per item, so nothing is missed.
-                    filter_subject: format!("{prefix}.events.item.>"),
+                    // Every event: item events, and `JobSucceeded` of a
+                    // `REINDEX_ITEM` (a consumer has one filter before NATS
+                    // 2.10); the rest only moves the position. Deleting a
+                    // collection emits an `ItemDeleted` per item.
+                    filter_subject: format!("{prefix}.events.>"),
                     num_replicas: log.settings().replicas,
                     ..Default::default()
                 };

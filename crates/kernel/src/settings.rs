@@ -173,6 +173,10 @@ pub struct SearchSettings {
     /// indexer, which commits every `commit_every_docs` documents, writes
     /// with one thread and 16 MiB.
     pub writer_memory_mb: u64,
+    /// Threads one search runs on, each searching some of the index's
+    /// segments; 0 means one per CPU core (at most 8), 1 searches on the
+    /// request's own thread.
+    pub query_threads: u64,
     /// This node's durable JetStream consumer name (`search-<node>`) in
     /// cluster mode; defaults to an id generated into the index directory.
     pub node_name: Option<String>,
@@ -186,7 +190,8 @@ impl Default for SearchSettings {
             commit_interval_ms: 500,
             language: "english".into(),
             fuzzy_below: 10,
-            writer_memory_mb: 256,
+            writer_memory_mb: 512,
+            query_threads: 0,
             node_name: None,
         }
     }
@@ -864,6 +869,12 @@ impl Settings {
         }
         if q.writer_memory_mb < 15 {
             return Err(ConfigError::invalid("search.writer_memory_mb", "must be at least 15"));
+        }
+        if q.query_threads > 64 {
+            return Err(ConfigError::invalid(
+                "search.query_threads",
+                "must be at most 64 (0: one per CPU core)",
+            ));
         }
         if let Some(name) = &q.node_name {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {

@@ -156,6 +156,8 @@ fn invalid_values_name_their_key() {
         ("ATLAS_AUTH__JWT_SECRET", "short", "auth.jwt_secret"),
         ("ATLAS_PROFILE", "prod", "profile"),
         ("ATLAS_TELEMETRY__LOG_FORMAT", "xml", "telemetry.log_format"),
+        ("ATLAS_SEARCH__WRITER_MEMORY_MB", "10", "search.writer_memory_mb"),
+        ("ATLAS_SEARCH__QUERY_THREADS", "65", "search.query_threads"),
     ];
     for (var, value, key) in cases {
         let err = Settings::load(&source(dir.path(), &[(var, value)])).unwrap_err();

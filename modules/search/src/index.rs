@@ -136,11 +136,23 @@ impl Generation {
 pub struct IndexDir {
     root: PathBuf,
     language: Language,
+    /// Threads one search runs on, one segment each (1: the calling thread).
+    query_threads: usize,
 }
 
 impl IndexDir {
     pub fn new(root: PathBuf, language: Language) -> Self {
-        IndexDir { root, language }
+        IndexDir {
+            root,
+            language,
+            query_threads: 1,
+        }
+    }
+
+    /// Search the segments of each query on `threads` threads in parallel.
+    pub fn with_query_threads(mut self, threads: usize) -> Self {
+        self.query_threads = threads.max(1);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -177,8 +189,11 @@ impl IndexDir {
         self.prepare(&name, index)
     }
 
-    fn prepare(&self, name: &str, index: Index) -> Result<Generation, SearchError> {
+    fn prepare(&self, name: &str, mut index: Index) -> Result<Generation, SearchError> {
         register_analyzers(&index, self.language);
+        if self.query_threads > 1 {
+            index.set_multithread_executor(self.query_threads)?;
+        }
         let fields = Fields::of(&index)?;
         let reader = index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()?;
         Ok(Generation {

@@ -100,7 +100,15 @@ struct SearchRuntime {
 /// The index directory of these settings.
 pub fn index_dir(settings: &Settings) -> Result<IndexDir, SearchError> {
     let language = schema::language(&settings.search.language)?;
-    Ok(IndexDir::new(settings.search.dir_in(&settings.data_dir), language))
+    Ok(IndexDir::new(settings.search.dir_in(&settings.data_dir), language).with_query_threads(query_threads(settings)))
+}
+
+/// `search.query_threads`, where 0 means one per CPU core, at most 8.
+fn query_threads(settings: &Settings) -> usize {
+    match settings.search.query_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
+        n => n as usize,
+    }
 }
 
 /// Where this node's indexer reads events: the outbox, or its own durable

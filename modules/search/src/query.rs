@@ -14,7 +14,7 @@
 
 use tantivy::query::{
     AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, EmptyQuery, FuzzyTermQuery, Occur, PhraseQuery, Query,
-    TermQuery,
+    TermQuery, TermSetQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption, Term};
 use tantivy::tokenizer::TextAnalyzer;
@@ -193,11 +193,18 @@ impl QueryBuilder {
         if collection_ids.is_empty() {
             return Box::new(EmptyQuery);
         }
-        let terms = collection_ids
+        let terms: Vec<Term> = collection_ids
             .iter()
             .map(|c| Term::from_field_text(self.fields.collection_id, c))
             .collect();
-        Box::new(ConstScoreQuery::new(crate::index::any_term(terms), 0.0))
+        // A set query turns the collections' documents into one bit set per
+        // segment, which the text query then probes; a union of term queries
+        // would merge the collections' postings for every document tried.
+        let filter: Box<dyn Query> = match <[Term; 1]>::try_from(terms) {
+            Ok([one]) => Box::new(TermQuery::new(one, IndexRecordOption::Basic)),
+            Err(terms) => Box::new(TermSetQuery::new(terms)),
+        };
+        Box::new(ConstScoreQuery::new(filter, 0.0))
     }
 
     /// Title or body, title boosted.

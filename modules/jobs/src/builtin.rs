@@ -8,7 +8,7 @@ use atlas_items::{ItemChange, ItemService};
 use atlas_kernel::AppContext;
 use serde_json::{json, Value};
 
-use crate::enrich::{item_error, item_id};
+use crate::enrich::{item_error, payload_item};
 use crate::handler::{JobError, JobHandler, JobRun, JobScope};
 use crate::queue::JobQueue;
 
@@ -54,13 +54,8 @@ impl JobHandler for ApplyDerivedTags {
     }
 
     async fn run(&self, job: &JobRun) -> Result<Value, JobError> {
-        let id = item_id(&job.payload)?;
-        let item = self
-            .items
-            .get(id)
-            .await
-            .map_err(item_error)?
-            .ok_or_else(|| JobError::Fatal("the item does not exist".into()))?;
+        let item = payload_item(&self.items, &job.payload).await?;
+        let id = item.id.as_str();
         let Some(enrichment) = item.metadata.get("enrichment") else {
             return Err(JobError::Skip("the item has no enrichment to derive tags from".into()));
         };
@@ -107,19 +102,13 @@ impl JobHandler for ReindexItem {
     }
 
     async fn run(&self, job: &JobRun) -> Result<Value, JobError> {
-        let id = item_id(&job.payload)?;
         if !self.has_search {
             return Err(match job.workflow_id {
                 Some(_) => JobError::Skip(NO_SEARCH.into()),
                 None => JobError::Fatal(NO_SEARCH.into()),
             });
         }
-        let item = self
-            .items
-            .get(id)
-            .await
-            .map_err(item_error)?
-            .ok_or_else(|| JobError::Fatal("the item does not exist".into()))?;
+        let item = payload_item(&self.items, &job.payload).await?;
         Ok(json!({ "item_id": item.id, "version": item.version }))
     }
 }

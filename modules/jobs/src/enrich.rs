@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use atlas_http::ApiError;
-use atlas_items::{ItemChange, ItemService};
+use atlas_items::{Item, ItemChange, ItemService};
 use atlas_kernel::settings::JobsSettings;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use serde::Serialize;
@@ -235,6 +235,15 @@ pub(crate) fn item_id(payload: &Value) -> Result<&str, JobError> {
         .ok_or_else(|| JobError::Fatal("the payload has no `item_id`".into()))
 }
 
+/// The item a job's payload names, as it is now; a missing one is fatal.
+pub(crate) async fn payload_item(items: &ItemService, payload: &Value) -> Result<Item, JobError> {
+    items
+        .get(item_id(payload)?)
+        .await
+        .map_err(item_error)?
+        .ok_or_else(|| JobError::Fatal("the item does not exist".into()))
+}
+
 /// Map an item write error to a job error: a missing item or invalid
 /// change will not get better; anything else may.
 pub(crate) fn item_error(e: ApiError) -> JobError {
@@ -258,13 +267,8 @@ impl JobHandler for EnrichUrl {
     }
 
     async fn run(&self, job: &JobRun) -> Result<Value, JobError> {
-        let id = item_id(&job.payload)?;
-        let item = self
-            .items
-            .get(id)
-            .await
-            .map_err(item_error)?
-            .ok_or_else(|| JobError::Fatal("the item does not exist".into()))?;
+        let item = payload_item(&self.items, &job.payload).await?;
+        let id = item.id.as_str();
         let Some(source) = item.source_url.as_deref() else {
             let why = "the item has no source_url".to_string();
             return Err(if job.workflow_id.is_some() {

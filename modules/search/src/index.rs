@@ -136,7 +136,7 @@ impl Generation {
 pub struct IndexDir {
     root: PathBuf,
     language: Language,
-    /// Threads one search runs on, one segment each (1: the calling thread).
+    /// Threads one search spreads its segments over (1: the calling thread).
     query_threads: usize,
 }
 

@@ -59,6 +59,11 @@ fn touched_item(envelope: &Envelope) -> Option<&str> {
     }
 }
 
+/// Whether the event changes the index (the others only move the position).
+fn applies(envelope: &Envelope) -> bool {
+    touched_item(envelope).is_some() || envelope.event_type == "CollectionDeleted"
+}
+
 /// Where the indexer reads events.
 #[derive(Clone)]
 pub enum EventSource {
@@ -252,7 +257,7 @@ impl Indexer {
         // Each event's trace shows the indexer, for as long as its batch takes.
         let _spans: Vec<tracing::Span> = batch
             .iter()
-            .filter(|(_, e)| !e.trace_id.is_empty())
+            .filter(|(_, e)| !e.trace_id.is_empty() && applies(e))
             .map(|(_, e)| atlas_events::consume_span("search", e))
             .collect();
         for (_, envelope) in batch {
@@ -604,5 +609,39 @@ fn skip_marker() -> Envelope {
         causation_id: None,
         sequence: None,
         span_id: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(event_type: &str, entity: &str, data: serde_json::Value) -> Envelope {
+        let mut e = skip_marker();
+        e.event_type = event_type.into();
+        e.entity.id = entity.into();
+        e.data = data;
+        e
+    }
+
+    #[test]
+    fn item_events_and_reindex_jobs_touch_an_item_and_nothing_else_does() {
+        let created = event("ItemCreated", "i1", serde_json::json!({}));
+        assert_eq!(touched_item(&created), Some("i1"));
+        let reindex = event(
+            "JobSucceeded",
+            "job1",
+            serde_json::json!({"type": "REINDEX_ITEM", "item_id": "i2"}),
+        );
+        assert_eq!(touched_item(&reindex), Some("i2"));
+        let enrich = event(
+            "JobSucceeded",
+            "job2",
+            serde_json::json!({"type": "ENRICH_URL", "item_id": "i3"}),
+        );
+        assert_eq!(touched_item(&enrich), None);
+        assert!(!applies(&enrich));
+        assert!(!applies(&event("MembershipAdded", "m1", serde_json::json!({}))));
+        assert!(applies(&event("CollectionDeleted", "c1", serde_json::json!({}))));
     }
 }

@@ -432,6 +432,9 @@ enum Feed {
         /// The last message received and not yet acknowledged (acking it
         /// acknowledges every earlier one: `AckPolicy::All`).
         unacked: Option<Box<async_nats::jetstream::Message>>,
+        /// Subjects of [`EVENT_TYPES`]: other messages only move the
+        /// position, unread.
+        wanted: HashSet<String>,
     },
 }
 
@@ -449,7 +452,6 @@ impl Feed {
                 // The index, not the broker, knows what was applied: the
                 // durable is re-created at the index's position each time.
                 let _ = stream.delete_consumer(durable).await;
-                let prefix = &log.settings().subject_prefix;
                 let config = pull::Config {
                     durable_name: Some(durable.clone()),
                     description: Some("Atlas search index of one api node".into()),
@@ -463,11 +465,10 @@ impl Feed {
                     ack_policy: AckPolicy::All,
                     ack_wait: Duration::from_secs(120),
                     max_ack_pending: 100_000,
-                    // Every event: item events, and `JobSucceeded` of a
-                    // `REINDEX_ITEM` (a consumer has one filter before NATS
-                    // 2.10); the rest only moves the position. Deleting a
-                    // collection emits an `ItemDeleted` per item.
-                    filter_subject: format!("{prefix}.events.>"),
+                    // One filter covering item events and `JobSucceeded`
+                    // (of a `REINDEX_ITEM`): every event, before NATS 2.10.
+                    // Deleting a collection emits an `ItemDeleted` per item.
+                    filter_subject: log.filter_for(EVENT_TYPES),
                     num_replicas: log.settings().replicas,
                     ..Default::default()
                 };
@@ -475,6 +476,7 @@ impl Feed {
                 Ok(Feed::Nats {
                     consumer: Box::new(consumer),
                     unacked: None,
+                    wanted: EVENT_TYPES.iter().map(|t| log.event_subject(t)).collect(),
                 })
             }
         }
@@ -519,7 +521,11 @@ impl Feed {
                 }
                 Ok(out)
             }
-            Feed::Nats { consumer, unacked } => {
+            Feed::Nats {
+                consumer,
+                unacked,
+                wanted,
+            } => {
                 let mut batch = consumer
                     .fetch()
                     .max_messages(1000)
@@ -534,11 +540,15 @@ impl Feed {
                         next = batch.next() => match next {
                             Some(Ok(message)) => {
                                 let seq = message.info().map(|i| i.stream_sequence).map_err(|e| SearchError::Log(e.to_string()))?;
-                                match serde_json::from_slice::<Envelope>(&message.payload) {
-                                    Ok(envelope) => out.push((seq, envelope)),
-                                    Err(e) => {
-                                        tracing::error!(sequence = seq, error = %e, "search: skipping a message that is not an event envelope");
-                                        out.push((seq, skip_marker()));
+                                if !wanted.contains(message.subject.as_str()) {
+                                    out.push((seq, skip_marker()));
+                                } else {
+                                    match serde_json::from_slice::<Envelope>(&message.payload) {
+                                        Ok(envelope) => out.push((seq, envelope)),
+                                        Err(e) => {
+                                            tracing::error!(sequence = seq, error = %e, "search: skipping a message that is not an event envelope");
+                                            out.push((seq, skip_marker()));
+                                        }
                                     }
                                 }
                                 *unacked = Some(Box::new(message));

@@ -672,6 +672,33 @@ async fn a_slow_consumer_never_has_more_than_max_ack_pending_in_flight() {
     h.stop().await;
 }
 
+/// A relay round reads more rows than it may have awaiting an ack: it
+/// waits for acks to make room instead of waiting for ack permits that the
+/// round itself holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_batch_larger_than_its_inflight_limit_publishes_everything() {
+    let recorder = Recorder::new("all", &[], false);
+    let Some(h) = start_with(Mode::NatsPostgres, vec![recorder.clone()], |s| {
+        s.events.nats.relay_batch = 64;
+        s.events.nats.relay_max_inflight = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let ids = emit_batched(&h.db, 300, 50).await;
+    eventually("every event is published and handled", async || {
+        recorder.seen().len() >= ids.len()
+    })
+    .await;
+    let mut seen = recorder.seen();
+    seen.sort();
+    let mut expected = ids;
+    expected.sort();
+    assert_eq!(seen, expected, "every event handled once");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_burst_loses_and_duplicates_nothing() {
     let Some(mut private) = atlas_testkit::PrivateNats::start().await else {

@@ -16,6 +16,7 @@ use async_nats::jetstream::message::PublishMessage;
 use async_nats::HeaderMap;
 use atlas_db::sqlx::{self, Row};
 use atlas_db::Database;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -175,7 +176,23 @@ impl Relay {
             }
             return Ok(0);
         }
-        let mut pending = Vec::with_capacity(rows.len());
+        // Acks are awaited together, not one after another: each one's
+        // timeout starts when it is first polled, so after a broker restart
+        // lost acks would otherwise cost a timeout each, in a row. At most
+        // `relay_max_inflight` are awaited at once (the client's ack permits
+        // are released only when an ack future completes).
+        let max_inflight = (settings.relay_max_inflight as usize).max(1);
+        let mut inflight = FuturesUnordered::new();
+        let mut acked = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        let mut settle = |(sequence, started, result): (i64, Instant, Result<_, _>)| match result {
+            Ok(_) => {
+                metrics::histogram!("atlas_events_relay_publish_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                acked.push(sequence);
+            }
+            Err(e) => failure = Some(format!("{e}")),
+        };
         for row in &rows {
             let sequence: i64 = row.try_get(0)?;
             let text: String = row.try_get(1)?;
@@ -202,9 +219,14 @@ impl Relay {
                 .payload(payload.into())
                 .headers(headers(&envelope))
                 .message_id(&envelope.event_id);
+            while inflight.len() >= max_inflight {
+                if let Some(done) = inflight.next().await {
+                    settle(done);
+                }
+            }
             let started = Instant::now();
             match self.log.jetstream().send_publish(subject, publish).await {
-                Ok(ack) => pending.push((sequence, started, ack)),
+                Ok(ack) => inflight.push(async move { (sequence, started, ack.await) }),
                 Err(e) => {
                     // Later rows wait for the next round, keeping the stream
                     // in outbox order as far as the broker allows.
@@ -213,17 +235,8 @@ impl Relay {
                 }
             }
         }
-        let mut acked = Vec::with_capacity(pending.len());
-        let mut failure = None;
-        for (sequence, started, ack) in pending {
-            match ack.await {
-                Ok(_) => {
-                    metrics::histogram!("atlas_events_relay_publish_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    acked.push(sequence);
-                }
-                Err(e) => failure = Some(e.to_string()),
-            }
+        while let Some(done) = inflight.next().await {
+            settle(done);
         }
         self.mark_published(&acked).await?;
         // The new floor: the first row of this round not acked, or past the

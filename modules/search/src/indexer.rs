@@ -291,7 +291,23 @@ impl Indexer {
         if let Some(name) = self.dir.current_name()? {
             match self.dir.open(&name) {
                 Ok(generation) => match generation.payload()? {
-                    Some(p) if p.source == wanted => return Ok(generation),
+                    Some(p) if p.source == wanted => {
+                        // A position past the log's end means the log is not
+                        // the one the index followed: the database (or the
+                        // stream) was restored from an older backup. The
+                        // index may hold items the database lost, and would
+                        // skip the next events up to its old position.
+                        let head = self.source.head(&self.db).await?;
+                        if p.position <= head {
+                            return Ok(generation);
+                        }
+                        tracing::warn!(
+                            generation = %name,
+                            index_position = p.position,
+                            log_end = head,
+                            "search: the index is ahead of the event log (restored from a backup?); rebuilding"
+                        );
+                    }
                     _ => tracing::warn!(generation = %name, "search: the index follows another event log; rebuilding"),
                 },
                 Err(e) => tracing::warn!(generation = %name, error = %e, "search: cannot open the index; rebuilding"),

@@ -368,6 +368,10 @@ impl Handling {
     pub(crate) fn new(db: Database, consumer: Arc<dyn Consumer>, gate: Arc<WriteGate>) -> Self {
         let name = consumer.name().to_string();
         let keeps_records = !consumer.idempotent();
+        // Known to the gate from the start: a write admitted before the
+        // consumer's first report then counts against it, where a gate that
+        // knew no consumer yet would admit any number of writes.
+        gate.report(&name, 0);
         Handling {
             db,
             consumer,

@@ -483,6 +483,41 @@ async fn writes_wait_for_consumers_that_fall_behind(mode: Mode) {
 }
 all_modes!(write_backpressure, writes_wait_for_consumers_that_fall_behind);
 
+/// Writes admitted before a consumer's first report count against it: the
+/// gate knows every consumer from the moment its task is spawned, so a
+/// consumer slow to start (a busy machine) cannot let writes through
+/// unbounded. A current-thread runtime keeps the spawned task from running
+/// (and reporting) before the check; past the limit of 5, the next write
+/// would wait.
+#[tokio::test(flavor = "current_thread")]
+async fn writes_before_a_consumer_s_first_report_count_against_it() {
+    let database = atlas_testkit::TestDatabase::new(TestBackend::Sqlite).await.unwrap();
+    let db = database.connect().await;
+    let gate = Arc::new(atlas_http::WriteGate::new(5, Duration::from_secs(30)));
+    let recorder: Arc<dyn Consumer> = Recorder::new("late", &[], false);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let tasks = atlas_events::runtime::ConsumerRuntime::new(
+        db.clone(),
+        EventsSettings::default(),
+        vec![recorder],
+        gate.clone(),
+    )
+    .spawn(shutdown.clone());
+    for _ in 0..6 {
+        gate.admit().await.unwrap();
+    }
+    assert_eq!(
+        gate.backlog(),
+        6,
+        "each admitted write counts for the consumer not yet heard from"
+    );
+    shutdown.cancel();
+    for task in tasks {
+        task.abort();
+    }
+    db.close().await;
+}
+
 /// A write held longer than `events.write_wait_ms` is refused with 503 and
 /// a `Retry-After`, in the error shape; reads are not held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

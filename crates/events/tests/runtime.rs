@@ -707,6 +707,62 @@ async fn a_slow_consumer_never_has_more_than_max_ack_pending_in_flight() {
     h.stop().await;
 }
 
+/// With the broker gone, consumers stop holding writes once they notice
+/// (missed heartbeats): the outbox keeps the events, writes go on, and the
+/// events arrive when the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_not_held_while_the_broker_is_down() {
+    let Some(mut private) = atlas_testkit::PrivateNats::start().await else {
+        return;
+    };
+    let Some(nats) = TestNats::on(&private.url).await else {
+        return;
+    };
+    let recorder = Recorder::new("patient", &[], false);
+    let registry = ModuleRegistry::from_modules(vec![
+        Arc::new(EventsModule::default()),
+        Arc::new(Fixture(vec![recorder.clone()])),
+    ])
+    .unwrap();
+    let Some(server) = TestServer::start(TestBackend::Postgres, registry, |s| {
+        s.events.poll_interval_ms = 10;
+        nats.apply(s);
+        s.events.nats.storage = atlas_kernel::settings::NatsStorage::File;
+        s.events.nats.request_timeout_secs = 2;
+        s.events.max_backlog = 3;
+        // Longer than a relay round that times out on its acks (2 s),
+        // after which the relay withdraws too.
+        s.events.write_wait_ms = 5_000;
+    })
+    .await
+    else {
+        return;
+    };
+    let url = server.url("/api/v1/fixture/events");
+    assert_eq!(server.client.post(&url).send().await.unwrap().status(), 201);
+    eventually("the first event arrives", async || recorder.seen().len() == 1).await;
+    private.kill();
+    // Heartbeats are 5 s apart; two missed ones tell the consumer.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    for i in 0..10 {
+        // A write held for good would be refused with 503 after 5 s.
+        let status = server.client.post(&url).send().await.unwrap().status();
+        assert_eq!(status, 201, "write {i} with the broker down");
+    }
+    private.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorder.seen().len() < 11 {
+        assert!(
+            Instant::now() < deadline,
+            "{} of 11 events arrived",
+            recorder.seen().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+    drop(nats);
+}
+
 /// A relay round reads more rows than it may have awaiting an ack: it
 /// waits for acks to make room instead of waiting for ack permits that the
 /// round itself holds.

@@ -77,12 +77,17 @@ impl NatsConsumer {
         while !shutdown.is_cancelled() {
             if let Err(e) = self.consume(&shutdown).await {
                 tracing::warn!(consumer = %name, error = %e, "JetStream consumer failed; restarting");
+                // Unreachable NATS is not load: writes are not held for
+                // this consumer until it reports again (the outbox keeps
+                // the events meanwhile).
+                self.handling.withdraw_lag();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }
+        self.handling.withdraw_lag();
         tracing::info!(consumer = %name, "JetStream consumer stopped");
     }
 
@@ -168,7 +173,13 @@ impl NatsConsumer {
                             self.handle_many(batch, shutdown).await?;
                         }
                     }
-                    Some(Err(e)) => tracing::debug!(consumer = %name, error = %e, "pull consumer hiccup"),
+                    Some(Err(e)) => {
+                        // Missed heartbeats (the broker is gone) or a pull
+                        // request that failed: no report until messages
+                        // flow again, as above.
+                        tracing::debug!(consumer = %name, error = %e, "pull consumer hiccup");
+                        self.handling.withdraw_lag();
+                    }
                     None => return Err(consumer_err(&"message stream ended")),
                 },
             }

@@ -707,28 +707,52 @@ async fn a_slow_consumer_never_has_more_than_max_ack_pending_in_flight() {
     h.stop().await;
 }
 
-/// With the broker gone, consumers stop holding writes once they notice
-/// (missed heartbeats): the outbox keeps the events, writes go on, and the
-/// events arrive when the broker is back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_are_not_held_while_the_broker_is_down() {
-    let Some(mut private) = atlas_testkit::PrivateNats::start().await else {
-        return;
-    };
-    let Some(nats) = TestNats::on(&private.url).await else {
-        return;
-    };
-    let recorder = Recorder::new("patient", &[], false);
+/// A server on Postgres with `recorder` as its consumer, on a NATS server
+/// of its own that the test may stop and restart (file storage, so that
+/// messages outlive a restart; 2 s requests); `configure` adds settings.
+async fn on_a_private_broker(
+    recorder: &Arc<Recorder>,
+    configure: impl FnOnce(&mut atlas_kernel::Settings),
+) -> Option<(atlas_testkit::PrivateNats, TestNats, TestServer)> {
+    let private = atlas_testkit::PrivateNats::start().await?;
+    let nats = TestNats::on(&private.url).await?;
     let registry = ModuleRegistry::from_modules(vec![
         Arc::new(EventsModule::default()),
         Arc::new(Fixture(vec![recorder.clone()])),
     ])
     .unwrap();
-    let Some(server) = TestServer::start(TestBackend::Postgres, registry, |s| {
+    let server = TestServer::start(TestBackend::Postgres, registry, |s| {
         s.events.poll_interval_ms = 10;
         nats.apply(s);
         s.events.nats.storage = atlas_kernel::settings::NatsStorage::File;
         s.events.nats.request_timeout_secs = 2;
+        configure(s);
+    })
+    .await?;
+    Some((private, nats, server))
+}
+
+/// Wait (up to a minute: the consumer and the relay reconnect on their
+/// own) until `recorder` has seen `n` events.
+async fn all_arrive_after_the_restart(recorder: &Recorder, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while recorder.seen().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} events arrived after the restart",
+            recorder.seen().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// With the broker gone, consumers stop holding writes once they notice
+/// (missed heartbeats): the outbox keeps the events, writes go on, and the
+/// events arrive when the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_not_held_while_the_broker_is_down() {
+    let recorder = Recorder::new("patient", &[], false);
+    let Some((mut private, nats, server)) = on_a_private_broker(&recorder, |s| {
         s.events.max_backlog = 3;
         // Longer than a relay round that times out on its acks (2 s),
         // after which the relay withdraws too.
@@ -750,15 +774,7 @@ async fn writes_are_not_held_while_the_broker_is_down() {
         assert_eq!(status, 201, "write {i} with the broker down");
     }
     private.restart().await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while recorder.seen().len() < 11 {
-        assert!(
-            Instant::now() < deadline,
-            "{} of 11 events arrived",
-            recorder.seen().len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_arrive_after_the_restart(&recorder, 11).await;
     server.stop().await.unwrap();
     drop(nats);
 }
@@ -792,27 +808,8 @@ async fn a_relay_batch_larger_than_its_inflight_limit_publishes_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_mid_burst_loses_and_duplicates_nothing() {
-    let Some(mut private) = atlas_testkit::PrivateNats::start().await else {
-        return;
-    };
-    let Some(nats) = TestNats::on(&private.url).await else {
-        return;
-    };
     let recorder = Recorder::new("survivor", &[], false);
-    let registry = ModuleRegistry::from_modules(vec![
-        Arc::new(EventsModule::default()),
-        Arc::new(Fixture(vec![recorder.clone()])),
-    ])
-    .unwrap();
-    let Some(server) = TestServer::start(TestBackend::Postgres, registry, |s| {
-        s.events.poll_interval_ms = 10;
-        nats.apply(s);
-        // Messages must outlive the broker's restart.
-        s.events.nats.storage = atlas_kernel::settings::NatsStorage::File;
-        s.events.nats.request_timeout_secs = 2;
-    })
-    .await
-    else {
+    let Some((mut private, nats, server)) = on_a_private_broker(&recorder, |_| {}).await else {
         return;
     };
     let db = server.database.connect().await;
@@ -826,16 +823,7 @@ async fn a_nats_restart_mid_burst_loses_and_duplicates_nothing() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     private.restart().await;
     let ids = producer.await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while recorder.seen().len() < ids.len() {
-        assert!(
-            Instant::now() < deadline,
-            "{} of {} events arrived after the restart",
-            recorder.seen().len(),
-            ids.len()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_arrive_after_the_restart(&recorder, ids.len()).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut seen = recorder.seen();
     seen.sort();

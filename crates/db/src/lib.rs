@@ -9,14 +9,20 @@
 //! dialect-specific DDL in per-dialect files.
 //! This crate knows nothing about modules beyond their names.
 
+mod batch;
+mod direct;
 mod migrate;
 mod pool;
 mod write;
 
+pub use batch::{SqlValue, Statement};
+pub use direct::{DbRow, Param, SqliteReads};
 pub use migrate::{migrations_from_dir, Migration, MigrationError, MigrationStatus, Migrator};
 pub use pool::{redact_url, Backend, Database, DatabaseSettings};
 pub use write::WriteTx;
 
+/// rusqlite re-exported for [`SqliteReads`].
+pub use rusqlite;
 /// sqlx re-exported so modules use the same version.
 pub use sqlx;
 
@@ -27,6 +33,12 @@ pub enum DbError {
     InvalidUrl(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot decode a stored value: {0}")]
+    Decode(String),
+    #[error("write failed: {0}")]
+    Write(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir {
         path: String,

@@ -7,6 +7,7 @@ use std::str::FromStr;
 
 use std::sync::Arc;
 
+use crate::direct::SqliteReads;
 use crate::write::{GroupCommit, WriteTx};
 use crate::DbError;
 
@@ -57,6 +58,8 @@ pub struct Database {
     group: Option<Arc<GroupCommit>>,
     /// PostgreSQL only: the background pool, when configured.
     background: Option<AnyPool>,
+    /// SQLite with a file only: reads on the calling thread.
+    reads: Option<Arc<SqliteReads>>,
 }
 
 impl std::fmt::Debug for Database {
@@ -116,12 +119,20 @@ impl Database {
             let reader = pool(sqlite_readers(settings.max_connections), pragmas)
                 .connect_with(options)
                 .await?;
+            // The writer created the file and switched it to WAL above. An
+            // in-memory database exists once per connection: no direct access.
+            let direct = (file != ":memory:").then(|| (std::path::PathBuf::from(file), settings.busy_timeout));
+            let reads = match &direct {
+                Some((path, busy)) => Some(Arc::new(SqliteReads::open(path.clone(), *busy)?)),
+                None => None,
+            };
             Ok(Database {
                 reader,
-                group: Some(GroupCommit::new(writer.clone())),
+                group: Some(GroupCommit::new(writer.clone(), direct)),
                 writer,
                 backend: Backend::Sqlite,
                 background: None,
+                reads,
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = AnyConnectOptions::from_str(url).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
@@ -143,6 +154,7 @@ impl Database {
                 backend: Backend::Postgres,
                 group: None,
                 background,
+                reads: None,
             })
         } else {
             Err(DbError::InvalidUrl(format!(
@@ -159,6 +171,17 @@ impl Database {
     /// The pool for reads.
     pub fn reader(&self) -> &AnyPool {
         &self.reader
+    }
+
+    /// SQLite (with a file): short reads on the calling thread, see
+    /// [`SqliteReads`]. `None` on PostgreSQL, where reads use [`reader`](Self::reader).
+    pub fn sqlite_reads(&self) -> Option<&SqliteReads> {
+        self.reads.as_deref()
+    }
+
+    /// SQLite: the group-commit write path.
+    pub(crate) fn group(&self) -> Option<&Arc<GroupCommit>> {
+        self.group.as_ref()
     }
 
     /// The pool for writes and transactions.
@@ -179,6 +202,7 @@ impl Database {
                 backend: self.backend,
                 group: None,
                 background: None,
+                reads: None,
             },
             None => self.clone(),
         }

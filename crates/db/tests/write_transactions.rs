@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use atlas_db::sqlx::{self, Row};
-use atlas_db::Database;
+use atlas_db::{Database, Param, Statement};
 use atlas_testkit::{both_backends, TestBackend, TestDatabase};
 
 async fn setup(backend: TestBackend) -> Option<(TestDatabase, Database)> {
@@ -326,3 +326,132 @@ async fn writers_of_two_sqlite_databases_wait_for_each_other() {
     assert_eq!(count(&first).await, 100);
     second.close().await;
 }
+
+fn note(id: i64, body: &str) -> Statement {
+    Statement::new("INSERT INTO notes (id, body) VALUES ($1, $2)")
+        .bind(id)
+        .bind(body)
+}
+
+/// Batches (on SQLite, a direct connection's groups) and transactions (sqlx
+/// groups) interleave, beside autocommit writes through the writer pool:
+/// each batch is all or nothing, and nothing fails for a lock.
+async fn batches_and_transactions_interleave(backend: TestBackend) {
+    let Some((_guard, db)) = setup(backend).await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..120i64 {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                let mut batch = vec![note(i, "batch"), note(1000 + i, "batch, second row")];
+                // Every sixth writer's batch fails at its last statement.
+                if i % 6 == 0 {
+                    batch.push(note(i, "again"));
+                }
+                match db.write_batch(batch).await {
+                    Ok(()) => Ok(true),
+                    Err(e) if i % 6 == 0 => {
+                        assert!(!e.is_foreign_key_violation(), "{e}");
+                        Ok(false)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            } else {
+                let mut tx = db.begin().await.map_err(|e| e.to_string())?;
+                note(i, "transaction")
+                    .execute(&mut tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tx.commit().await.map_err(|e| e.to_string())?;
+                Ok(true)
+            }
+        }));
+    }
+    // Autocommit writes through the writer pool, as consumers write their offsets.
+    let autocommit = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..40i64 {
+                sqlx::query("INSERT INTO notes (id, body) VALUES ($1, $2)")
+                    .bind(5000 + i)
+                    .bind("autocommit")
+                    .execute(db.writer())
+                    .await?;
+            }
+            Ok::<_, sqlx::Error>(())
+        })
+    };
+    let mut committed = Vec::new();
+    for (i, t) in tasks.into_iter().enumerate() {
+        if t.await.unwrap().expect("only the duplicate batches fail") {
+            committed.push(i as i64);
+        }
+    }
+    autocommit.await.unwrap().expect("autocommit writes do not fail");
+    let expected: Vec<i64> = (0..120).filter(|i| i % 6 != 0).collect();
+    assert_eq!(committed, expected);
+    let mut rows: Vec<i64> = expected.clone();
+    rows.extend(expected.iter().filter(|i| *i % 2 == 0).map(|i| 1000 + i));
+    rows.extend(5000..5040);
+    rows.sort();
+    let stored: Vec<i64> = sqlx::query("SELECT id FROM notes ORDER BY id")
+        .fetch_all(db.reader())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored, rows, "exactly the committed writers' rows exist");
+    // Short reads see them too (on SQLite through the direct connections).
+    let bodies = db
+        .read_rows(
+            "SELECT body FROM notes WHERE id >= $1 AND id < $2 ORDER BY id",
+            &[Param::Int(1000), Param::Int(1005)],
+            |row| row.text(0),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        bodies,
+        ["batch, second row", "batch, second row"],
+        "1002 and 1004 (writer 0's batch failed)"
+    );
+    db.close().await;
+}
+both_backends!(batches_interleave, batches_and_transactions_interleave);
+
+/// A batch refused by a foreign key writes nothing and says so, on both
+/// backends (on SQLite the direct connection enforces foreign keys too).
+async fn a_batch_refused_by_a_foreign_key_writes_nothing(backend: TestBackend) {
+    let Some((_guard, db)) = setup(backend).await else {
+        return;
+    };
+    sqlx::query("CREATE TABLE replies (id BIGINT PRIMARY KEY, note_id BIGINT NOT NULL REFERENCES notes (id))")
+        .execute(db.writer())
+        .await
+        .unwrap();
+    let err = db
+        .write_batch(vec![
+            note(1, "parent"),
+            Statement::new("INSERT INTO replies (id, note_id) VALUES ($1, $2)")
+                .bind(1i64)
+                .bind(99i64),
+        ])
+        .await
+        .expect_err("no note 99");
+    assert!(err.is_foreign_key_violation(), "{err:?}");
+    assert_eq!(count(&db).await, 0, "the batch's first row went with it");
+    db.write_batch(vec![
+        note(1, "parent"),
+        Statement::new("INSERT INTO replies (id, note_id) VALUES ($1, $2)")
+            .bind(1i64)
+            .bind(1i64),
+    ])
+    .await
+    .expect("a valid batch commits after a failed one");
+    assert_eq!(count(&db).await, 1);
+    db.close().await;
+}
+both_backends!(batch_foreign_key, a_batch_refused_by_a_foreign_key_writes_nothing);

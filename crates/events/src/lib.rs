@@ -11,6 +11,7 @@ pub mod nats;
 pub mod runtime;
 
 use atlas_db::sqlx::{self, AnyConnection, Row};
+use atlas_db::{Backend, Statement};
 use atlas_kernel::settings::Broker;
 use atlas_kernel::{AppContext, ConsumerSet, Module, ModuleError};
 use include_dir::{include_dir, Dir};
@@ -291,6 +292,49 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
     if envelopes.is_empty() {
         return Ok(Vec::new());
     }
+    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
+    let (span, jsons) = outbox_rows(envelopes, postgres)?;
+    tracing::Instrument::instrument(insert_outbox(conn, envelopes, &jsons, postgres), span).await
+}
+
+/// The statements that append `envelope` to the outbox, for a write given
+/// as a batch ([`Database::write_batch`](atlas_db::Database::write_batch)):
+/// the same rows, lock and span as [`append`], whose sequence it does not
+/// return.
+pub fn append_statements(backend: Backend, envelope: &Envelope) -> Result<Vec<Statement>, OutboxError> {
+    let postgres = backend == Backend::Postgres;
+    let (span, jsons) = outbox_rows(std::slice::from_ref(envelope), postgres)?;
+    let mut statements = Vec::with_capacity(2);
+    if postgres {
+        statements.push(Statement::new(OUTBOX_LOCK_SQL).bind(OUTBOX_LOCK));
+    }
+    let [json] = <[String; 1]>::try_from(jsons).map_err(|_| sqlx::Error::RowNotFound)?;
+    statements.push(
+        Statement::new(format!(
+            "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&envelope.event_id)
+        .bind(&envelope.event_type)
+        .bind(&envelope.entity.entity_type)
+        .bind(&envelope.entity.id)
+        .bind(envelope.entity.collection_id.as_ref())
+        .bind(envelope.actor_user_id.as_ref())
+        .bind(json)
+        .bind(&envelope.occurred_at)
+        .in_span(span),
+    );
+    Ok(statements)
+}
+
+/// The outbox columns an append writes, in bind order.
+const OUTBOX_COLUMNS: &str =
+    "event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at";
+/// Serializes outbox writers on PostgreSQL until commit (see `insert_outbox`).
+const OUTBOX_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
+
+/// Check `envelopes` for secrets, open the span of their write and
+/// serialize them, naming that span in those of its trace.
+fn outbox_rows(envelopes: &[Envelope], postgres: bool) -> Result<(tracing::Span, Vec<String>), OutboxError> {
     for envelope in envelopes {
         if let Some(field) = find_secret_field(&envelope.data) {
             return Err(OutboxError::SecretInEvent {
@@ -299,7 +343,6 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
             });
         }
     }
-    let postgres = conn.backend_name().eq_ignore_ascii_case("postgresql");
     // The write of the outbox rows is a span of its own (the database
     // conventions' attributes); the events name it as the span that wrote
     // them when it is in their trace, so their consumers are its children.
@@ -325,7 +368,7 @@ pub async fn append_many(conn: &mut AnyConnection, envelopes: &[Envelope]) -> Re
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    tracing::Instrument::instrument(insert_outbox(conn, envelopes, &jsons, postgres), span).await
+    Ok((span, jsons))
 }
 
 async fn insert_outbox(
@@ -339,7 +382,7 @@ async fn insert_outbox(
         // visible in increasing order and a reader of "after sequence N"
         // (a consumer, the relay's floor) never skips a row that commits
         // late with a smaller sequence.
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        sqlx::query(OUTBOX_LOCK_SQL)
             .bind(OUTBOX_LOCK)
             .execute(&mut *conn)
             .await?;
@@ -347,8 +390,7 @@ async fn insert_outbox(
     let mut sequences = Vec::with_capacity(envelopes.len());
     for (chunk, jsons) in envelopes.chunks(APPEND_CHUNK).zip(jsons.chunks(APPEND_CHUNK)) {
         let sql = format!(
-            "INSERT INTO outbox (event_id, event_type, entity_type, entity_id, collection_id, actor_user_id, envelope, occurred_at)
-             VALUES {} RETURNING event_id, sequence",
+            "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES {} RETURNING event_id, sequence",
             atlas_db::value_rows(1, chunk.len(), 8)
         );
         let mut query = sqlx::query(&sql);

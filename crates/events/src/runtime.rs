@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use atlas_db::sqlx::{self, Row};
-use atlas_db::Database;
+use atlas_db::sqlx;
+use atlas_db::{Database, DbError, Param, Statement};
 use atlas_http::WriteGate;
 use atlas_kernel::settings::EventsSettings;
 use atlas_kernel::Consumer;
@@ -38,6 +38,8 @@ pub struct ConsumerRuntime {
 pub enum RuntimeError {
     #[error("consumer runtime: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("consumer runtime: {0}")]
+    Db(#[from] DbError),
     #[error("consumer runtime: stored envelope is not valid JSON: {0}")]
     Envelope(#[from] serde_json::Error),
 }
@@ -120,30 +122,33 @@ impl ConsumerTask {
     async fn step(&self, shutdown: &CancellationToken) -> Result<usize, RuntimeError> {
         let name = self.handling.name();
         self.replay_dead_letters(shutdown).await?;
-        let offset: i64 = sqlx::query("SELECT last_sequence FROM consumer_offsets WHERE consumer = $1")
-            .bind(name)
-            .fetch_optional(self.db.reader())
+        // The reads of a step are short ones (by key, or a bounded range of
+        // the outbox), run on this thread on SQLite.
+        let offset = self
+            .db
+            .read_row(
+                "SELECT last_sequence FROM consumer_offsets WHERE consumer = $1",
+                &[Param::Text(name)],
+                |row| row.int(0),
+            )
             .await?
-            .map(|r| r.try_get(0))
-            .transpose()?
             .unwrap_or(0);
-        let rows = sqlx::query("SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2")
-            .bind(offset)
-            .bind(i64::from(self.settings.max_ack_pending))
-            .fetch_all(self.db.reader())
+        let envelopes = self
+            .db
+            .read_rows(
+                "SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
+                &[Param::Int(offset), Param::Int(i64::from(self.settings.max_ack_pending))],
+                |row| {
+                    let mut envelope: Envelope = serde_json::from_str(&row.text(1)?)
+                        .map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))?;
+                    envelope.sequence = Some(row.int(0)?);
+                    Ok(envelope)
+                },
+            )
             .await?;
-        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
-            .fetch_one(self.db.reader())
-            .await?
-            .try_get(0)?;
-        self.handling.report_lag((head.unwrap_or(0) - offset).max(0) as u64);
-        let seen = rows.len();
-        let mut envelopes = Vec::with_capacity(rows.len());
-        for row in rows {
-            let mut envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
-            envelope.sequence = Some(row.try_get(0)?);
-            envelopes.push(envelope);
-        }
+        self.handling
+            .report_lag((outbox_head(&self.db).await? - offset).max(0) as u64);
+        let seen = envelopes.len();
         let batch_size = self.handling.batch_size();
         if batch_size > 1 {
             self.step_in_batches(&envelopes, batch_size, shutdown).await?;
@@ -268,27 +273,23 @@ impl ConsumerTask {
 
     /// Advance the offset past `sequence`, recording `event_ids` as processed,
     /// in one transaction.
-    async fn commit(&self, sequence: i64, event_ids: &[&str]) -> Result<(), sqlx::Error> {
+    async fn commit(&self, sequence: i64, event_ids: &[&str]) -> Result<(), DbError> {
         let now = atlas_db::now();
-        let mut tx = self.db.begin().await?;
-        insert_processed(&mut tx, self.handling.name(), self.handling.to_record(event_ids), &now).await?;
-        sqlx::query(
-            "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
-             ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
-        )
-        .bind(self.handling.name())
-        .bind(sequence)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let mut statements = processed_statements(self.handling.name(), self.handling.to_record(event_ids), &now);
+        statements.push(
+            Statement::new(
+                "INSERT INTO consumer_offsets (consumer, last_sequence, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (consumer) DO UPDATE SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at",
+            )
+            .bind(self.handling.name())
+            .bind(sequence)
+            .bind(&now),
+        );
+        self.db.write_batch(statements).await?;
         // Writes go on while a step runs: the lag is measured against the
         // newest event now, not the one the step started with.
-        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
-            .fetch_one(self.db.reader())
-            .await?
-            .try_get(0)?;
-        self.handling.report_lag((head.unwrap_or(0) - sequence).max(0) as u64);
+        self.handling
+            .report_lag((outbox_head(&self.db).await? - sequence).max(0) as u64);
         Ok(())
     }
 
@@ -314,15 +315,16 @@ impl ConsumerTask {
     /// Dead letters whose replay was requested (`atlas dlq replay`) are
     /// delivered once more; a failure dead-letters them again.
     async fn replay_dead_letters(&self, shutdown: &CancellationToken) -> Result<(), RuntimeError> {
-        let rows = sqlx::query(
-            "SELECT id, envelope FROM dead_letters WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL ORDER BY id",
-        )
-        .bind(self.handling.name())
-        .fetch_all(self.db.reader())
-        .await?;
-        for row in rows {
-            let id: String = row.try_get(0)?;
-            let envelope: Envelope = serde_json::from_str(&row.try_get::<String, _>(1)?)?;
+        let rows = self
+            .db
+            .read_rows(
+                "SELECT id, envelope FROM dead_letters WHERE consumer = $1 AND replay_requested_at IS NOT NULL AND replayed_at IS NULL ORDER BY id",
+                &[Param::Text(self.handling.name())],
+                |row| Ok((row.text(0)?, row.text(1)?)),
+            )
+            .await?;
+        for (id, envelope) in rows {
+            let envelope: Envelope = serde_json::from_str(&envelope)?;
             let handled = match self.deliver(&envelope, shutdown).await? {
                 Delivery::Interrupted => return Ok(()),
                 Delivery::Handled => true,
@@ -405,14 +407,17 @@ impl Handling {
     }
 
     /// Whether this consumer already handled `event_id` (a redelivery).
-    pub(crate) async fn already_processed(&self, event_id: &str) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn already_processed(&self, event_id: &str) -> Result<bool, DbError> {
         if !self.keeps_records {
             return Ok(false);
         }
-        let seen = sqlx::query("SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2")
-            .bind(&self.name)
-            .bind(event_id)
-            .fetch_optional(self.db.reader())
+        let seen = self
+            .db
+            .read_row(
+                "SELECT 1 FROM consumer_processed WHERE consumer = $1 AND event_id = $2",
+                &[Param::Text(&self.name), Param::Text(event_id)],
+                |_| Ok(()),
+            )
             .await?
             .is_some();
         if seen {
@@ -422,33 +427,31 @@ impl Handling {
     }
 
     /// Record that this consumer handled `event_ids`.
-    pub(crate) async fn mark_processed(&self, event_ids: &[&str]) -> Result<(), sqlx::Error> {
+    pub(crate) async fn mark_processed(&self, event_ids: &[&str]) -> Result<(), DbError> {
         let event_ids = self.to_record(event_ids);
         if event_ids.is_empty() {
             return Ok(());
         }
-        let mut conn = self.db.writer().acquire().await?;
-        insert_processed(&mut conn, &self.name, event_ids, &atlas_db::now()).await
+        self.db
+            .write_batch(processed_statements(&self.name, event_ids, &atlas_db::now()))
+            .await
     }
 
     /// Which of `event_ids` this consumer already handled.
     pub(crate) async fn processed_among(
         &self,
         event_ids: &[&str],
-    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    ) -> Result<std::collections::HashSet<String>, DbError> {
         let mut seen = std::collections::HashSet::new();
         for chunk in self.to_record(event_ids).chunks(500) {
             let sql = format!(
                 "SELECT event_id FROM consumer_processed WHERE consumer = $1 AND event_id IN ({})",
                 atlas_db::param_list(2, chunk.len())
             );
-            let mut query = sqlx::query(&sql).bind(&self.name);
-            for id in chunk {
-                query = query.bind(*id);
-            }
-            for row in query.fetch_all(self.db.reader()).await? {
-                seen.insert(row.try_get::<String, _>(0)?);
-            }
+            let mut params = Vec::with_capacity(chunk.len() + 1);
+            params.push(Param::Text(&self.name));
+            params.extend(chunk.iter().map(|id| Param::Text(id)));
+            seen.extend(self.db.read_rows(&sql, &params, |row| row.text(0)).await?);
         }
         if !seen.is_empty() {
             metrics::counter!("atlas_events_consumer_duplicates_total", "consumer" => self.name.clone())
@@ -547,25 +550,29 @@ impl Handling {
 }
 
 /// Insert processed records (one statement per 300 ids).
-async fn insert_processed(
-    conn: &mut atlas_db::sqlx::AnyConnection,
-    consumer: &str,
-    event_ids: &[&str],
-    now: &str,
-) -> Result<(), sqlx::Error> {
-    for chunk in event_ids.chunks(300) {
-        let sql = format!(
-            "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES {}
-             ON CONFLICT (consumer, event_id) DO NOTHING",
-            atlas_db::value_rows(1, chunk.len(), 3)
-        );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(consumer).bind(*id).bind(now);
-        }
-        query.execute(&mut *conn).await?;
-    }
-    Ok(())
+/// The statements recording that `consumer` handled `event_ids`.
+fn processed_statements(consumer: &str, event_ids: &[&str], now: &str) -> Vec<Statement> {
+    event_ids
+        .chunks(300)
+        .map(|chunk| {
+            let sql = format!(
+                "INSERT INTO consumer_processed (consumer, event_id, processed_at) VALUES {}
+                 ON CONFLICT (consumer, event_id) DO NOTHING",
+                atlas_db::value_rows(1, chunk.len(), 3)
+            );
+            chunk.iter().fold(Statement::new(sql), |statement, id| {
+                statement.bind(consumer).bind(*id).bind(now)
+            })
+        })
+        .collect()
+}
+
+/// The newest outbox sequence (0 when empty).
+async fn outbox_head(db: &Database) -> Result<i64, DbError> {
+    let head = db
+        .read_row("SELECT MAX(sequence) FROM outbox", &[], |row| row.opt_int(0))
+        .await?;
+    Ok(head.flatten().unwrap_or(0))
 }
 
 /// Seconds from an RFC 3339 time to now (0 when unparseable or future).

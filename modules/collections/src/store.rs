@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use atlas_auth::RoleResolver;
 use atlas_db::sqlx::{self, Row};
-use atlas_db::Database;
+use atlas_db::{Database, Param};
 use atlas_http::ApiError;
 
 pub(crate) struct DbRoles {
@@ -19,14 +19,14 @@ impl DbRoles {
 #[async_trait]
 impl RoleResolver for DbRoles {
     async fn role_in(&self, user_id: &str, collection_id: &str) -> Result<Option<String>, ApiError> {
-        let row = sqlx::query("SELECT role FROM memberships WHERE collection_id = $1 AND user_id = $2")
-            .bind(collection_id)
-            .bind(user_id)
-            .fetch_optional(self.db.reader())
+        // On every request that touches a collection: a short read.
+        self.db
+            .read_row(
+                "SELECT role FROM memberships WHERE collection_id = $1 AND user_id = $2",
+                &[Param::Text(collection_id), Param::Text(user_id)],
+                |row| row.text(0),
+            )
             .await
-            .map_err(ApiError::internal)?;
-        row.map(|r| r.try_get::<String, _>(0))
-            .transpose()
             .map_err(ApiError::internal)
     }
 

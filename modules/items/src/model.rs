@@ -1,6 +1,7 @@
 //! The item: its fields, limits and storage.
 
-use atlas_db::sqlx::{self, any::AnyRow, AnyConnection, Row};
+use atlas_db::sqlx::AnyConnection;
+use atlas_db::{DbError, DbRow, Statement};
 use atlas_events::EntityRef;
 use atlas_http::ApiError;
 use serde::Serialize;
@@ -39,25 +40,35 @@ pub struct Item {
     pub index_status: &'static str,
 }
 
-pub(crate) const ITEM_COLUMNS: &str =
-    "id, collection_id, title, body, source_url, tags, metadata, version, created_by, created_at, updated_at";
+/// The columns [`Item::from_row`] decodes, in its order (a macro, so that
+/// constant queries can `concat!` it).
+macro_rules! item_columns {
+    () => {
+        "id, collection_id, title, body, source_url, tags, metadata, version, created_by, created_at, updated_at"
+    };
+}
+pub(crate) use item_columns;
+pub(crate) const ITEM_COLUMNS: &str = item_columns!();
 
 impl Item {
-    pub(crate) fn from_row(row: &AnyRow) -> Result<Item, sqlx::Error> {
-        let tags: String = row.try_get("tags")?;
-        let metadata: String = row.try_get("metadata")?;
+    /// An item from a row of [`ITEM_COLUMNS`], in that order.
+    pub(crate) fn from_row(row: &(impl DbRow + ?Sized)) -> Result<Item, DbError> {
+        fn json<T: serde::de::DeserializeOwned>(row: &(impl DbRow + ?Sized), column: usize) -> Result<T, DbError> {
+            let text = row.text(column)?;
+            serde_json::from_str(&text).map_err(|e| DbError::Decode(format!("items column {column}: {e}")))
+        }
         Ok(Item {
-            id: row.try_get("id")?,
-            collection_id: row.try_get("collection_id")?,
-            title: row.try_get("title")?,
-            body: row.try_get("body")?,
-            source_url: row.try_get("source_url")?,
-            tags: serde_json::from_str(&tags).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            metadata: serde_json::from_str(&metadata).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            version: row.try_get("version")?,
-            created_by: row.try_get("created_by")?,
-            created_at: row.try_get("created_at")?,
-            updated_at: row.try_get("updated_at")?,
+            id: row.text(0)?,
+            collection_id: row.text(1)?,
+            title: row.text(2)?,
+            body: row.opt_text(3)?,
+            source_url: row.opt_text(4)?,
+            tags: json(row, 5)?,
+            metadata: json(row, 6)?,
+            version: row.int(7)?,
+            created_by: row.text(8)?,
+            created_at: row.text(9)?,
+            updated_at: row.text(10)?,
             index_status: "pending",
         })
     }
@@ -179,21 +190,30 @@ pub(crate) fn check_metadata(metadata: Option<Value>) -> Result<Map<String, Valu
 /// Replace an item's tag associations: two statements whatever the number
 /// of tags (plus one delete when replacing), since they run while the single
 /// write connection is held.
+/// Make `tags` the item's, on `conn` (inside the item's transaction).
 pub(crate) async fn store_tags(
     conn: &mut AnyConnection,
     collection_id: &str,
     item_id: &str,
     tags: &[String],
     replace: bool,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), DbError> {
+    for statement in tag_statements(collection_id, item_id, tags, replace) {
+        statement.execute(conn).await?;
+    }
+    Ok(())
+}
+
+/// The statements that make `tags` the item's: each tag row created when
+/// the collection has none of that name yet, and the item linked to them
+/// (after unlinking its current tags when `replace`).
+pub(crate) fn tag_statements(collection_id: &str, item_id: &str, tags: &[String], replace: bool) -> Vec<Statement> {
+    let mut statements = Vec::with_capacity(3);
     if replace {
-        sqlx::query("DELETE FROM item_tags WHERE item_id = $1")
-            .bind(item_id)
-            .execute(&mut *conn)
-            .await?;
+        statements.push(Statement::new("DELETE FROM item_tags WHERE item_id = $1").bind(item_id));
     }
     if tags.is_empty() {
-        return Ok(());
+        return statements;
     }
     // Placeholders are numbered in order of first appearance (SQLite binds
     // `$n` by position of first use): ($1, $2, $3), ($4, $2, $5), …
@@ -208,11 +228,10 @@ pub(crate) async fn store_tags(
             next += 2;
         }
     }
-    let sql = format!(
+    let mut upsert = Statement::new(format!(
         "INSERT INTO tags (id, collection_id, name) VALUES {} ON CONFLICT (collection_id, name) DO NOTHING",
         values.join(", ")
-    );
-    let mut upsert = sqlx::query(&sql);
+    ));
     for (i, name) in tags.iter().enumerate() {
         upsert = upsert.bind(uuid::Uuid::now_v7().to_string());
         if i == 0 {
@@ -220,18 +239,18 @@ pub(crate) async fn store_tags(
         }
         upsert = upsert.bind(name);
     }
-    upsert.execute(&mut *conn).await?;
-
-    let sql = format!(
+    statements.push(upsert);
+    let mut link = Statement::new(format!(
         "INSERT INTO item_tags (item_id, tag_id) SELECT $1, id FROM tags WHERE collection_id = $2 AND name IN ({})",
         atlas_db::param_list(3, tags.len())
-    );
-    let mut link = sqlx::query(&sql).bind(item_id).bind(collection_id);
+    ))
+    .bind(item_id)
+    .bind(collection_id);
     for name in tags {
         link = link.bind(name);
     }
-    link.execute(&mut *conn).await?;
-    Ok(())
+    statements.push(link);
+    statements
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use atlas_auth::{Authenticator, CollectionGuard, Principal};
 use atlas_db::sqlx::{self, AnyConnection, Row};
-use atlas_db::Database;
+use atlas_db::{Database, Param, Statement};
 use atlas_events::EventContext;
 use atlas_http::{
     double_option, page_limit, ApiError, ApiResult, CursorCodec, ErrorBody, Json, Path, Query, RequestContext,
@@ -180,8 +180,17 @@ pub(crate) async fn load(conn: &mut AnyConnection, id: &str) -> ApiResult<Option
         .fetch_optional(&mut *conn)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(Item::from_row).transpose().map_err(db_err)
+    row.as_ref().map(Item::from_row).transpose().map_err(ApiError::internal)
 }
+
+/// The item, read outside any transaction (on SQLite on this thread).
+pub(crate) async fn read_item(db: &Database, id: &str) -> ApiResult<Option<Item>> {
+    db.read_row(ITEM_BY_ID, &[Param::Text(id)], |row| Item::from_row(row))
+        .await
+        .map_err(ApiError::internal)
+}
+
+const ITEM_BY_ID: &str = concat!("SELECT ", model::item_columns!(), " FROM items WHERE id = $1");
 
 fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
@@ -268,35 +277,35 @@ async fn create_item(
         updated_at: now,
         index_status: "pending",
     };
-    let mut tx = s.db.begin().await.map_err(db_err)?;
-    sqlx::query(
+    // The item, its tags and its event as one batch: on SQLite it runs in
+    // the group commit without a round trip per statement.
+    let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
+    let envelope = ev.envelope("ItemCreated", item.entity(), item.event_data());
+    let mut statements = vec![Statement::new(
         "INSERT INTO items (id, collection_id, title, body, source_url, tags, metadata, version, created_by, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&item.id)
     .bind(&item.collection_id)
     .bind(&item.title)
-    .bind(&item.body)
-    .bind(&item.source_url)
+    .bind(item.body.as_ref())
+    .bind(item.source_url.as_ref())
     .bind(json!(item.tags).to_string())
     .bind(Value::Object(item.metadata.clone()).to_string())
     .bind(item.version)
     .bind(&item.created_by)
     .bind(&item.created_at)
-    .bind(&item.updated_at)
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| match e {
-        // The collection was deleted between the role check and the insert.
-        sqlx::Error::Database(d) if d.is_foreign_key_violation() => ApiError::not_found("collection"),
-        other => db_err(other),
+    .bind(&item.updated_at)];
+    statements.extend(model::tag_statements(&item.collection_id, &item.id, &item.tags, false));
+    statements.extend(atlas_events::append_statements(s.db.backend(), &envelope).map_err(ApiError::internal)?);
+    s.db.write_batch(statements).await.map_err(|e| {
+        if e.is_foreign_key_violation() {
+            // The collection was deleted between the role check and the insert.
+            ApiError::not_found("collection")
+        } else {
+            ApiError::internal(e)
+        }
     })?;
-    model::store_tags(&mut tx, &item.collection_id, &item.id, &item.tags, false)
-        .await
-        .map_err(db_err)?;
-    let ev = EventContext::from_request(Some(principal.user_id.clone()), &req);
-    emit(&mut tx, &ev, "ItemCreated", &item).await?;
-    tx.commit().await.map_err(db_err)?;
     Ok(item_response(&s, StatusCode::CREATED, item, true))
 }
 
@@ -353,19 +362,18 @@ async fn list_items(
         n += 2;
     }
     sql.push_str(&format!(" ORDER BY {col} {dir}, id {dir} LIMIT ${}", n + 1));
-    let mut query = sqlx::query(&sql).bind(&collection_id);
+    let mut params = vec![Param::Text(&collection_id)];
     if let Some(t) = &tag {
-        query = query.bind(t);
+        params.push(Param::Text(t));
     }
     if let Some(c) = &after {
-        query = query.bind(&c.k).bind(&c.id);
+        params.extend([Param::Text(&c.k), Param::Text(&c.id)]);
     }
-    let rows = query.bind(limit + 1).fetch_all(s.db.reader()).await.map_err(db_err)?;
-    let mut items = rows
-        .iter()
-        .map(Item::from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(db_err)?;
+    params.push(Param::Int(limit + 1));
+    let mut items =
+        s.db.read_rows(&sql, &params, |row| Item::from_row(row))
+            .await
+            .map_err(ApiError::internal)?;
     let next_cursor = s.cursors.next_page(&mut items, limit, |i| ItemCursor {
         s: sort,
         o: order,
@@ -384,9 +392,9 @@ async fn list_items(
         (status = 404, description = "no such item, or the caller is not a member of its collection", body = ErrorBody),
     ))]
 async fn get_item(State(s): State<ItemsState>, principal: Principal, Path(id): Path<String>) -> ApiResult<Response> {
-    let mut conn = s.db.reader().acquire().await.map_err(db_err)?;
-    let item = load(&mut conn, &id).await?.ok_or_else(|| ApiError::not_found("item"))?;
-    drop(conn);
+    let item = read_item(&s.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item"))?;
     authorize(&s, &principal, &item.collection_id, "read", "item").await?;
     Ok(item_response(&s, StatusCode::OK, item, false))
 }
@@ -412,10 +420,9 @@ async fn update_item(
     Json(body): Json<UpdateItem>,
 ) -> ApiResult<Response> {
     let expected = if_match(&headers)?;
-    let current = {
-        let mut conn = s.db.reader().acquire().await.map_err(db_err)?;
-        load(&mut conn, &id).await?.ok_or_else(|| ApiError::not_found("item"))?
-    };
+    let current = read_item(&s.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item"))?;
     authorize(&s, &principal, &current.collection_id, "write", "item").await?;
     let title = body.title.as_deref().map(model::check_title).transpose()?;
     let new_body = body.body.map(model::check_body).transpose()?;
@@ -495,7 +502,7 @@ pub(crate) async fn write_update(
     if tags_changed {
         model::store_tags(tx, &item.collection_id, &item.id, &item.tags, true)
             .await
-            .map_err(db_err)?;
+            .map_err(ApiError::internal)?;
     }
     emit(tx, ev, "ItemUpdated", &item).await?;
     Ok(item)
@@ -515,10 +522,9 @@ async fn delete_item(
     req: RequestContext,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let item = {
-        let mut conn = s.db.reader().acquire().await.map_err(db_err)?;
-        load(&mut conn, &id).await?.ok_or_else(|| ApiError::not_found("item"))?
-    };
+    let item = read_item(&s.db, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("item"))?;
     authorize(&s, &principal, &item.collection_id, "write", "item").await?;
     let mut tx = s.db.begin().await.map_err(db_err)?;
     let done = sqlx::query("DELETE FROM items WHERE id = $1")

@@ -8,7 +8,7 @@ use atlas_http::{ApiError, ApiResult};
 use serde_json::Value;
 
 use crate::model::{self, Item, ITEM_COLUMNS};
-use crate::routes::{load, write_update};
+use crate::routes::{read_item, write_update};
 
 /// A change another module (a job, a rule) makes to an item on behalf of a
 /// user. Validated like a request body.
@@ -36,8 +36,7 @@ impl ItemService {
 
     /// The item, if it exists.
     pub async fn get(&self, id: &str) -> ApiResult<Option<Item>> {
-        let mut conn = self.db.reader().acquire().await.map_err(ApiError::internal)?;
-        load(&mut conn, id).await
+        read_item(&self.db, id).await
     }
 
     /// The items among `ids` that exist, in no particular order.

@@ -53,6 +53,8 @@ pub enum NatsError {
     Publish(String),
     #[error(transparent)]
     Database(#[from] atlas_db::sqlx::Error),
+    #[error(transparent)]
+    Db(#[from] atlas_db::DbError),
     #[error("stored envelope is not valid JSON: {0}")]
     Envelope(#[from] serde_json::Error),
 }

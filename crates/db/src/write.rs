@@ -247,14 +247,7 @@ impl GroupCommit {
             }
             return Err(e.into());
         }
-        let (tx, rx) = oneshot::channel();
-        guard.members.push(tx);
-        let generation = guard.generation;
-        if self.waiting.load(Ordering::SeqCst) == 0 || guard.members.len() >= MAX_GROUP {
-            GroupCommit::flush(&mut guard, None).await;
-        }
-        drop(guard);
-        wait_for_group(&self, rx, generation).await.map_err(DbError::from)
+        join_group(&self, guard).await.map_err(DbError::from)
     }
 
     fn open_direct(&self) -> Result<rusqlite::Connection, DbError> {
@@ -415,6 +408,12 @@ async fn commit_member(
             return Err(e);
         }
     }
+    join_group(&group, guard).await
+}
+
+/// Join the open group as a member whose work is done, commit it when no
+/// writer is waiting to join (or it is full), and wait for its result.
+async fn join_group(group: &Arc<GroupCommit>, mut guard: OwnedMutexGuard<GroupState>) -> Result<(), sqlx::Error> {
     let (tx, rx) = oneshot::channel();
     guard.members.push(tx);
     let generation = guard.generation;
@@ -422,7 +421,7 @@ async fn commit_member(
         GroupCommit::flush(&mut guard, None).await;
     }
     drop(guard);
-    wait_for_group(&group, rx, generation).await
+    wait_for_group(group, rx, generation).await
 }
 
 async fn wait_for_group(

@@ -10,6 +10,7 @@
 //! This crate knows nothing about modules beyond their names.
 
 mod batch;
+mod checkpoint;
 mod direct;
 mod migrate;
 mod pool;

@@ -115,7 +115,18 @@ impl Database {
                         })
                     })
             };
-            let writer = pool(1, pragmas.clone()).connect_with(options.clone()).await?;
+            // The writer keeps its savepoints' sub-journal in memory (on
+            // disk it costs a write(2) per page a group member touches), and
+            // leaves checkpoints to their own task (`checkpoint.rs`).
+            let writer = pool(
+                1,
+                format!(
+                    "{pragmas} PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {};",
+                    crate::checkpoint::BACKSTOP_PAGES
+                ),
+            )
+            .connect_with(options.clone())
+            .await?;
             let reader = pool(sqlite_readers(settings.max_connections), pragmas)
                 .connect_with(options)
                 .await?;
@@ -126,9 +137,13 @@ impl Database {
                 Some((path, busy)) => Some(Arc::new(SqliteReads::open(path.clone(), *busy)?)),
                 None => None,
             };
+            let group = GroupCommit::new(writer.clone(), direct.clone());
+            if let Some((path, busy)) = direct {
+                crate::checkpoint::spawn(path, busy, Arc::downgrade(&group));
+            }
             Ok(Database {
                 reader,
-                group: Some(GroupCommit::new(writer.clone(), direct)),
+                group: Some(group),
                 writer,
                 backend: Backend::Sqlite,
                 background: None,

@@ -261,8 +261,13 @@ impl GroupCommit {
             rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(*busy_timeout)?;
-        // The same settings as the pool's connections (per connection in SQLite).
-        conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")?;
+        // The same settings as the writer pool's connection (per connection
+        // in SQLite): see `pool.rs`.
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
+             PRAGMA wal_autocheckpoint = {};",
+            crate::checkpoint::BACKSTOP_PAGES
+        ))?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }

@@ -455,3 +455,37 @@ async fn a_batch_refused_by_a_foreign_key_writes_nothing(backend: TestBackend) {
     db.close().await;
 }
 both_backends!(batch_foreign_key, a_batch_refused_by_a_foreign_key_writes_nothing);
+
+/// Under sustained writes the WAL is copied back into the database file by
+/// the checkpoint task, not by the writers' commits (their own checkpoints
+/// are only a backstop far away): the rows reach the main file while the
+/// writes go on. (SQLite only: PostgreSQL has no such file.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpoint_task_copies_the_wal_back() {
+    let Some((test_db, db)) = setup(TestBackend::Sqlite).await else {
+        return;
+    };
+    let file = test_db
+        .url
+        .strip_prefix("sqlite://")
+        .map(std::path::PathBuf::from)
+        .expect("a SQLite URL names its file");
+    let body = "x".repeat(1000);
+    for i in 0..2000i64 {
+        db.write_batch(vec![note(i, &body)]).await.expect("write");
+    }
+    // 2,000 rows of 1 KB: about 500 pages, written 2,000 times over in the
+    // WAL. Without a checkpoint the main file would still be the empty
+    // schema's few pages.
+    let mut size = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        size = std::fs::metadata(&file).expect("database file").len();
+        if size > 1_500_000 {
+            break;
+        }
+    }
+    assert!(size > 1_500_000, "the rows reached the database file ({size} bytes)");
+    assert_eq!(count(&db).await, 2000);
+    db.close().await;
+}

@@ -11,6 +11,11 @@
 //! on. Delivery is at least once (a crash between a handler's effect and the
 //! offset commit redelivers that event); the processed records make a
 //! redelivery of an already-handled event a no-op.
+//!
+//! A step that read a full batch is followed at once by the next; a step
+//! that caught up waits `events.poll_interval_ms` first. Under load a step
+//! thus handles what arrived during one interval, and an event waits at
+//! most about one interval before its consumers see it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -93,11 +98,17 @@ impl ConsumerTask {
         let name = self.handling.name().to_string();
         tracing::info!(consumer = %name, "consumer started");
         let idle = Duration::from_millis(self.settings.poll_interval_ms);
+        let full = self.settings.max_ack_pending as usize;
         loop {
             let outcome = self.step(&shutdown).await;
             let wait = match outcome {
-                Ok(0) => idle,
-                Ok(_) => Duration::ZERO,
+                // A full batch: more events are likely waiting.
+                Ok(n) if n >= full => Duration::ZERO,
+                // Caught up (nothing new, or less than a batch): the next
+                // step waits a poll interval, so that under load a step
+                // takes the events of a whole interval at once instead of
+                // paying its reads and its commit for every few events.
+                Ok(_) => idle,
                 Err(e) => {
                     tracing::warn!(consumer = %name, error = %e, "consumer step failed; retrying");
                     idle.max(Duration::from_millis(500))

@@ -9,6 +9,9 @@ use atlas_events::Envelope;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+/// Events the tailer reads from the outbox at once.
+const TAIL_BATCH: i64 = 1000;
+
 /// Events buffered per subscriber before it counts as too slow.
 pub const SUBSCRIBER_BUFFER: usize = 1024;
 
@@ -49,12 +52,15 @@ impl Hub {
     async fn tail(&self, mut after: i64, shutdown: CancellationToken) {
         loop {
             let batch = match self.db.reader().acquire().await {
-                Ok(mut conn) => atlas_events::read_after(&mut conn, after, 1000).await,
+                Ok(mut conn) => atlas_events::read_after(&mut conn, after, TAIL_BATCH).await,
                 Err(e) => Err(atlas_events::OutboxError::Database(e)),
             };
             let idle = match batch {
                 Ok(batch) => {
-                    let empty = batch.is_empty();
+                    // Less than a full batch means caught up: wait a poll
+                    // interval, so that under load a read takes a whole
+                    // interval's events instead of one or two.
+                    let caught_up = batch.len() < TAIL_BATCH as usize;
                     for envelope in batch {
                         after = envelope.sequence.unwrap_or(after);
                         // The fan-out is a span in the event's trace, as the
@@ -65,7 +71,7 @@ impl Hub {
                         let _ = self.sender.send(Arc::new(envelope));
                         drop(span);
                     }
-                    empty
+                    caught_up
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "realtime: reading the outbox failed");

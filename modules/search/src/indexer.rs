@@ -439,9 +439,15 @@ pub async fn rebuild(
 }
 
 /// Events after a position, from either log.
+/// Events read from the outbox at once.
+const OUTBOX_BATCH: i64 = 1000;
+
 enum Feed {
     Outbox {
         position: u64,
+        /// The last read took less than a full batch: the next one waits
+        /// first, so that under load a read takes a whole interval's events.
+        caught_up: bool,
     },
     Nats {
         consumer: Box<PullConsumer>,
@@ -457,7 +463,10 @@ enum Feed {
 impl Feed {
     async fn open(source: &EventSource, position: u64) -> Result<Feed, SearchError> {
         match source {
-            EventSource::Outbox => Ok(Feed::Outbox { position }),
+            EventSource::Outbox => Ok(Feed::Outbox {
+                position,
+                caught_up: false,
+            }),
             EventSource::Nats { log, durable } => {
                 let err = |e: &dyn std::fmt::Display| SearchError::Log(e.to_string());
                 let stream = log
@@ -507,17 +516,20 @@ impl Feed {
         shutdown: &CancellationToken,
     ) -> Result<Vec<(u64, Envelope)>, SearchError> {
         match self {
-            Feed::Outbox { position } => {
+            Feed::Outbox { position, caught_up } => {
+                if *caught_up {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(Vec::new()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
                 let mut conn = db.reader().acquire().await?;
-                let envelopes = atlas_events::read_after(&mut conn, *position as i64, 1000)
+                let envelopes = atlas_events::read_after(&mut conn, *position as i64, OUTBOX_BATCH)
                     .await
                     .map_err(|e| SearchError::Log(e.to_string()))?;
                 drop(conn);
+                *caught_up = envelopes.len() < OUTBOX_BATCH as usize;
                 if envelopes.is_empty() {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::sleep(wait) => {}
-                    }
                     return Ok(Vec::new());
                 }
                 let mut out = Vec::with_capacity(envelopes.len());

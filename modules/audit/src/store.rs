@@ -141,7 +141,7 @@ impl AuditStore {
             outcome.push(Some(records.len()));
             records.push(record);
         }
-        for chunk in records.chunks(200) {
+        for chunk in records.chunks(INSERT_ROWS) {
             insert_rows(&mut tx, chunk).await?;
         }
         // A checkpoint at every row that is `checkpoint_every_rows` past the
@@ -317,6 +317,12 @@ async fn existing_event_ids(
     }
     Ok(found)
 }
+
+/// Rows per multi-row INSERT. Small on purpose: SQLite looks `$n`
+/// parameters up by a linear scan, both when it parses a statement and when
+/// sqlx binds one, so a statement's cost grows with the square of its
+/// parameters (14 per row). Full chunks also reuse one prepared statement.
+const INSERT_ROWS: usize = 16;
 
 /// One multi-row INSERT of `records`.
 async fn insert_rows(conn: &mut AnyConnection, records: &[AuditRecord]) -> Result<(), sqlx::Error> {

@@ -198,6 +198,11 @@ fn etag(version: i64) -> HeaderValue {
 
 fn item_response(s: &ItemsState, status: StatusCode, mut item: Item, location: bool) -> Response {
     s.index_status.apply(std::slice::from_mut(&mut item));
+    item_reply(status, item, location)
+}
+
+/// The response for `item` as it is (its `index_status` already set).
+fn item_reply(status: StatusCode, item: Item, location: bool) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::ETAG, etag(item.version));
     if location {
@@ -306,7 +311,9 @@ async fn create_item(
             ApiError::internal(e)
         }
     })?;
-    Ok(item_response(&s, StatusCode::CREATED, item, true))
+    // A new item's id is new to the index too: it is `pending`, no lookup
+    // needed.
+    Ok(item_reply(StatusCode::CREATED, item, true))
 }
 
 /// Items of a collection (members), with keyset pagination.

@@ -41,15 +41,12 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(path: PathBuf, busy_timeout: Durat
             let path = path.clone();
             let current = conn.take();
             let ran = tokio::task::spawn_blocking(move || {
-                let result = match current {
-                    Some(c) => Ok(c),
-                    None => open(&path, busy_timeout),
-                }
-                .and_then(|c| passive(&c).map(|frames| (c, frames)));
-                match result {
-                    Ok((c, frames)) => (Some(c), Ok(frames)),
-                    Err(e) => (None, Err(e)),
-                }
+                let conn = match current.map_or_else(|| open(&path, busy_timeout), Ok) {
+                    Ok(conn) => conn,
+                    Err(e) => return (None, Err(e)),
+                };
+                let result = passive(&conn);
+                (result.is_ok().then_some(conn), result)
             })
             .await;
             match ran {
@@ -59,6 +56,14 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(path: PathBuf, busy_timeout: Durat
             }
         }
     });
+}
+
+/// The settings every write connection adds to the pool's (per connection
+/// in SQLite): its savepoints' sub-journal in memory (on disk it costs a
+/// write(2) per page a group member touches), and checkpoints left to the
+/// task above but for the backstop.
+pub(crate) fn writer_pragmas() -> String {
+    format!("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES};")
 }
 
 fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<rusqlite::Connection, DbError> {

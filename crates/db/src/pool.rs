@@ -115,18 +115,9 @@ impl Database {
                         })
                     })
             };
-            // The writer keeps its savepoints' sub-journal in memory (on
-            // disk it costs a write(2) per page a group member touches), and
-            // leaves checkpoints to their own task (`checkpoint.rs`).
-            let writer = pool(
-                1,
-                format!(
-                    "{pragmas} PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {};",
-                    crate::checkpoint::BACKSTOP_PAGES
-                ),
-            )
-            .connect_with(options.clone())
-            .await?;
+            let writer = pool(1, format!("{pragmas} {}", crate::checkpoint::writer_pragmas()))
+                .connect_with(options.clone())
+                .await?;
             let reader = pool(sqlite_readers(settings.max_connections), pragmas)
                 .connect_with(options)
                 .await?;

@@ -262,11 +262,10 @@ impl GroupCommit {
         )?;
         conn.busy_timeout(*busy_timeout)?;
         // The same settings as the writer pool's connection (per connection
-        // in SQLite): see `pool.rs`.
+        // in SQLite).
         conn.execute_batch(&format!(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = {};",
-            crate::checkpoint::BACKSTOP_PAGES
+            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
+            crate::checkpoint::writer_pragmas()
         ))?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)

@@ -148,6 +148,18 @@ impl Database {
     }
 }
 
+/// The rows of a read inside an open transaction on `conn` (sqlx), decoded
+/// like [`Database::read_rows`]'s: for code that reads through either path.
+pub async fn read_rows_in<T>(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    params: &[Param<'_>],
+    mut decode: impl FnMut(&dyn DbRow) -> Result<T, DbError>,
+) -> Result<Vec<T>, DbError> {
+    let rows = bind_all(sqlx::query(sql), params).fetch_all(conn).await?;
+    rows.iter().map(|row| decode(row)).collect()
+}
+
 fn bind_all<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     params: &[Param<'q>],

@@ -17,7 +17,7 @@ mod pool;
 mod write;
 
 pub use batch::{SqlValue, Statement};
-pub use direct::{DbRow, Param, SqliteReads};
+pub use direct::{read_rows_in, DbRow, Param, SqliteReads};
 pub use migrate::{migrations_from_dir, Migration, MigrationError, MigrationStatus, Migrator};
 pub use pool::{redact_url, Backend, Database, DatabaseSettings};
 pub use write::WriteTx;

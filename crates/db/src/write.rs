@@ -13,22 +13,25 @@
 //! of its own, so a caller cancelled halfway (a client that hung up) cannot
 //! leave the shared transaction half-changed.
 //!
-//! Besides sqlx's connection, the group may run on a second connection to
-//! the same file, driven from the calling thread: a batch of statements
-//! ([`Database::write_batch`](crate::Database::write_batch)) runs there as
-//! one member, with no round trip per statement. A group holds one of the
-//! two connections' transactions, never both: a writer of the other kind
-//! commits the open group first. A direct group also holds sqlx's writer
-//! connection, so whatever writes through [`Database::writer`](crate::Database::writer)
-//! waits in the pool for the group as it does for an sqlx group, instead of
-//! in SQLite's busy handler.
+//! Besides sqlx's connection, a second connection to the same file serves
+//! batches of statements ([`Database::write_batch`](crate::Database::write_batch)).
+//! It belongs to a write thread of its own: callers queue their batches and
+//! await the outcome, and the thread takes whatever is queued, runs each
+//! batch under its own savepoint in one transaction, and commits once. So
+//! the write lock is never held while a task waits for a runtime thread,
+//! and a group holds every batch that arrived while the previous one
+//! committed. A group holds one of the two connections' transactions,
+//! never both: the thread takes the same lock as sqlx's writers and commits
+//! an open sqlx group first. It also holds sqlx's writer connection during
+//! its group, so whatever writes through [`Database::writer`](crate::Database::writer)
+//! waits in the pool, instead of in SQLite's busy handler.
 //!
 //! On PostgreSQL a [`WriteTx`] is a plain transaction.
 
 use std::ops::{Deref, DerefMut};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use sqlx::pool::PoolConnection;
@@ -51,25 +54,25 @@ pub(crate) struct GroupCommit {
     pool: AnyPool,
     state: Arc<Mutex<GroupState>>,
     /// Writers waiting for the lock (they will join the open group).
-    waiting: AtomicUsize,
-    /// Where to (re)open the direct connection; `None` for `:memory:`.
+    waiting: Arc<AtomicUsize>,
+    /// Where to open the direct connection; `None` for `:memory:`.
     direct_path: Option<(PathBuf, Duration)>,
+    /// The write thread's queue (started on first use, again if it died).
+    batches: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
 }
 
-/// Which connection holds the open group's transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Open {
-    Sqlx,
-    Direct,
+/// A batch queued for the write thread.
+struct Job {
+    statements: Vec<Statement>,
+    done: oneshot::Sender<Result<(), DbError>>,
 }
 
 #[derive(Default)]
 struct GroupState {
     conn: Option<PoolConnection<Any>>,
-    /// The direct connection (opened on first use, reopened after a loss).
-    direct: Option<rusqlite::Connection>,
-    /// `BEGIN` was issued and not yet committed, on this connection.
-    open: Option<Open>,
+    /// sqlx's connection holds a transaction (`BEGIN` issued, no `COMMIT`
+    /// yet). The write thread's groups begin and end under the lock.
+    open: bool,
     /// Counts groups, so a watchdog only commits the group it belongs to.
     generation: u64,
     /// Writers of the open group whose savepoints were released.
@@ -93,8 +96,9 @@ impl GroupCommit {
         Arc::new(GroupCommit {
             pool,
             state: Arc::new(Mutex::new(GroupState::default())),
-            waiting: AtomicUsize::new(0),
+            waiting: Arc::new(AtomicUsize::new(0)),
             direct_path,
+            batches: std::sync::Mutex::new(None),
         })
     }
 
@@ -119,14 +123,11 @@ impl GroupCommit {
 
     async fn begin_in_task(self: Arc<Self>) -> Result<WriteTx, sqlx::Error> {
         let mut guard = self.lock().await;
-        if guard.open == Some(Open::Direct) {
-            GroupCommit::flush(&mut guard, None).await;
-        }
         undo_pending(&mut guard).await?;
         if guard.conn.is_none() {
             guard.conn = Some(self.pool.acquire().await?);
         }
-        let savepoint = if guard.open.is_some() {
+        let savepoint = if guard.open {
             conn(&mut guard).execute("SAVEPOINT atlas_writer").await?;
             true
         } else {
@@ -135,7 +136,7 @@ impl GroupCommit {
             // running server); a deferred BEGIN would fail with "database
             // is locked" at its first write instead, without waiting.
             conn(&mut guard).execute("BEGIN IMMEDIATE").await?;
-            guard.open = Some(Open::Sqlx);
+            guard.open = true;
             guard.generation += 1;
             false
         };
@@ -150,125 +151,81 @@ impl GroupCommit {
 
     /// Commit the open group (if it is still `generation`) and tell its members.
     async fn flush(guard: &mut GroupState, generation: Option<u64>) {
-        let Some(open) = guard.open else { return };
-        if generation.is_some_and(|g| g != guard.generation) {
+        if !guard.open || generation.is_some_and(|g| g != guard.generation) {
             return;
         }
-        let result: Result<(), DbError> = match open {
-            Open::Sqlx => match undo_pending(guard).await {
-                Ok(()) if guard.open.is_some() => conn(guard).execute("COMMIT").await.map(|_| ()).map_err(Into::into),
-                Ok(()) => Ok(()),
-                Err(e) => Err(e.into()),
-            },
-            Open::Direct => on_direct(guard, "COMMIT").await,
-        };
-        let result: GroupResult = match result {
+        let result: Result<(), sqlx::Error> = match undo_pending(guard).await {
+            Ok(()) if guard.open => conn(guard).execute("COMMIT").await.map(|_| ()),
             Ok(()) => Ok(()),
-            Err(e) => {
-                // The group is lost; make sure nothing of it lingers.
-                match open {
-                    Open::Sqlx => {
-                        let _ = conn(guard).execute("ROLLBACK").await;
-                    }
-                    Open::Direct => {
-                        let _ = on_direct(guard, "ROLLBACK").await;
-                    }
-                }
-                Err(Arc::new(e))
-            }
+            Err(e) => Err(e),
         };
-        guard.open = None;
+        let result: GroupResult = result.map_err(|e| {
+            // The group is lost; make sure nothing of it lingers.
+            Arc::new(DbError::from(e))
+        });
+        if result.is_err() {
+            let _ = conn(guard).execute("ROLLBACK").await;
+        }
+        guard.open = false;
         guard.conn = None; // back to the pool, so other users of the writer pool get a turn
         for member in guard.members.drain(..) {
             let _ = member.send(result.clone());
         }
     }
 
-    /// Run `statements` as one member of a direct group (see the module's
-    /// text). If the caller is cancelled meanwhile, the task still finishes.
+    /// Run `statements` as one member of a group of the write thread (see
+    /// the module's text). If the caller is cancelled meanwhile, the batch
+    /// still runs.
     pub(crate) async fn write_direct(self: &Arc<Self>, statements: Vec<Statement>) -> Result<(), DbError> {
-        let group = self.clone();
-        uncancellable(async move { group.write_direct_in_task(statements).await })
+        let (done, outcome) = oneshot::channel();
+        self.queue(Job { statements, done })?;
+        outcome
             .await
-            .map_err(DbError::from)?
+            .map_err(|_| DbError::Write("the write thread stopped before the batch ran".into()))?
     }
 
-    async fn write_direct_in_task(self: Arc<Self>, statements: Vec<Statement>) -> Result<(), DbError> {
-        let mut guard = self.lock().await;
-        if guard.open == Some(Open::Sqlx) {
-            GroupCommit::flush(&mut guard, None).await;
-        }
-        // An sqlx writer dropped after its group was committed leaves
-        // nothing to undo; one dropped in an open group was undone by the
-        // flush above.
-        undo_pending(&mut guard).await?;
-        if guard.open.is_none() {
-            if guard.conn.is_none() {
-                guard.conn = Some(self.pool.acquire().await?);
-            }
-            if guard.direct.is_none() {
-                guard.direct = Some(self.open_direct()?);
-            }
-            if let Err(e) = on_direct(&mut guard, "BEGIN IMMEDIATE").await {
-                guard.conn = None;
-                return Err(e);
-            }
-            guard.open = Some(Open::Direct);
-            guard.generation += 1;
-        }
-        let ran = {
-            let direct = direct(&mut guard);
-            direct.execute_batch("SAVEPOINT atlas_writer").and_then(|()| {
-                let ran = statements.iter().try_for_each(|s| s.execute_direct(direct));
-                let undo = match &ran {
-                    Ok(()) => Ok(()),
-                    Err(_) => direct.execute_batch("ROLLBACK TO SAVEPOINT atlas_writer"),
-                };
-                undo.and_then(|()| direct.execute_batch("RELEASE SAVEPOINT atlas_writer"))
-                    .and(ran)
-            })
+    /// Hand `job` to the write thread, starting it if need be.
+    fn queue(&self, job: Job) -> Result<(), DbError> {
+        let mut sender = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        let job = match sender.as_ref() {
+            Some(queue) => match queue.send(job) {
+                Ok(()) => return Ok(()),
+                // The thread is gone (it panicked): start another one.
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
         };
-        if let Err(e) = ran {
-            if direct(&mut guard).is_autocommit() {
-                // SQLite rolled the whole transaction back (say, on a full
-                // disk): the group's other members are lost with it.
-                guard.open = None;
-                guard.conn = None;
-                let lost: GroupResult = Err(Arc::new(DbError::Write(format!(
-                    "the group's transaction was rolled back: {e}"
-                ))));
-                for member in guard.members.drain(..) {
-                    let _ = member.send(lost.clone());
-                }
-            } else if guard.members.is_empty() && self.waiting.load(Ordering::SeqCst) == 0 {
-                // Nobody else is in or coming to this group: end it now so
-                // that it does not keep SQLite's write lock.
-                GroupCommit::flush(&mut guard, None).await;
-            }
-            return Err(e.into());
-        }
-        join_group(&self, guard).await.map_err(DbError::from)
+        let started = self.start_thread()?;
+        started
+            .send(job)
+            .map_err(|_| DbError::Write("the write thread stopped at once".into()))?;
+        *sender = Some(started);
+        Ok(())
     }
 
-    fn open_direct(&self) -> Result<rusqlite::Connection, DbError> {
-        let Some((path, busy_timeout)) = &self.direct_path else {
+    fn start_thread(&self) -> Result<mpsc::Sender<Job>, DbError> {
+        let Some((path, busy_timeout)) = self.direct_path.clone() else {
             return Err(DbError::InvalidUrl(
                 "an in-memory SQLite database has no direct writes".into(),
             ));
         };
-        let conn = rusqlite::Connection::open_with_flags(
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| DbError::Write(format!("batches need the Tokio runtime: {e}")))?;
+        let (sender, queue) = mpsc::channel();
+        let thread = WriteThread {
+            pool: self.pool.clone(),
+            state: self.state.clone(),
+            waiting: self.waiting.clone(),
             path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(*busy_timeout)?;
-        // The same settings as the writer pool's connection (per connection
-        // in SQLite).
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
-            crate::checkpoint::writer_pragmas()
-        ))?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
+            busy_timeout,
+            runtime,
+            conn: None,
+        };
+        std::thread::Builder::new()
+            .name("atlas-sqlite-writer".into())
+            .spawn(move || thread.run(queue))
+            .map_err(|e| DbError::Write(format!("cannot start the write thread: {e}")))?;
+        Ok(sender)
     }
 
     /// Undo a dropped writer now rather than at the next write, so a lone
@@ -281,10 +238,10 @@ impl GroupCommit {
                 let mut guard = group.state.clone().lock_owned().await;
                 if undo_pending(&mut guard).await.is_err() {
                     let _ = conn(&mut guard).execute("ROLLBACK").await;
-                    guard.open = None;
+                    guard.open = false;
                     guard.conn = None;
                 }
-                if guard.open.is_some() && !guard.members.is_empty() && group.waiting.load(Ordering::SeqCst) == 0 {
+                if guard.open && !guard.members.is_empty() && group.waiting.load(Ordering::SeqCst) == 0 {
                     GroupCommit::flush(&mut guard, None).await;
                 }
             });
@@ -310,37 +267,167 @@ async fn undo_pending(guard: &mut GroupState) -> Result<(), sqlx::Error> {
         }
         Some(Undo::Transaction) => {
             conn(guard).execute("ROLLBACK").await?;
-            guard.open = None;
+            guard.open = false;
             guard.conn = None;
             Ok(())
         }
     }
 }
 
-fn direct(guard: &mut GroupState) -> &rusqlite::Connection {
-    // `write_direct_in_task` opens it before a direct group begins.
-    guard
-        .direct
-        .as_ref()
-        .unwrap_or_else(|| unreachable!("the direct connection is open while its group is"))
+/// The write thread: owns the direct connection and runs the queued
+/// batches in groups (see the module's text).
+struct WriteThread {
+    pool: AnyPool,
+    state: Arc<Mutex<GroupState>>,
+    waiting: Arc<AtomicUsize>,
+    path: PathBuf,
+    busy_timeout: Duration,
+    /// For sqlx's side of the lock: committing an open sqlx group, undoing
+    /// a dropped writer, holding the writer pool's connection.
+    runtime: tokio::runtime::Handle,
+    /// Opened on first use, reopened after an error that lost it.
+    conn: Option<rusqlite::Connection>,
 }
 
-/// Run `sql` (BEGIN, COMMIT or ROLLBACK) on the direct connection on a
-/// blocking thread: it may wait in SQLite's busy handler for another
-/// process, or checkpoint the WAL, which are no work for a runtime thread.
-/// A connection lost with a panicking thread is reopened by the next group.
-async fn on_direct(guard: &mut GroupState, sql: &'static str) -> Result<(), DbError> {
-    let Some(conn) = guard.direct.take() else {
-        return Err(DbError::Write("the direct write connection is not open".into()));
+impl WriteThread {
+    /// Run groups until every sender is gone (the database was dropped).
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        // sqlx returns a pool connection to its pool from a task.
+        let runtime = self.runtime.clone();
+        let _context = runtime.enter();
+        while let Ok(first) = queue.recv() {
+            let mut jobs = vec![first];
+            jobs.extend(queue.try_iter().take(MAX_GROUP - 1));
+            self.group(jobs, &queue);
+        }
+    }
+
+    /// Take the write lock, run `jobs` (and whatever arrives meanwhile, up
+    /// to [`MAX_GROUP`]) in one transaction, commit and tell each job.
+    fn group(&mut self, jobs: Vec<Job>, queue: &mpsc::Receiver<Job>) {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let mut guard = self.state.clone().blocking_lock_owned();
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        let pool = self.pool.clone();
+        let ready = self.runtime.block_on(async {
+            // An sqlx group left open for us to join: commit it first.
+            GroupCommit::flush(&mut guard, None).await;
+            undo_pending(&mut guard).await?;
+            if guard.conn.is_none() {
+                guard.conn = Some(pool.acquire().await?);
+            }
+            Ok::<(), sqlx::Error>(())
+        });
+        let conn = ready.map_err(DbError::from).and_then(|()| self.connection());
+        match conn {
+            Ok(conn) => run_group(conn, jobs, queue),
+            Err(e) => fail_all(jobs, &e.to_string()),
+        }
+        guard.conn = None;
+    }
+
+    fn connection(&mut self) -> Result<&rusqlite::Connection, DbError> {
+        if self.conn.is_none() {
+            let conn = rusqlite::Connection::open_with_flags(
+                &self.path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(self.busy_timeout)?;
+            // The same settings as the writer pool's connection (per
+            // connection in SQLite).
+            conn.execute_batch(&format!(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
+                crate::checkpoint::writer_pragmas()
+            ))?;
+            conn.set_prepared_statement_cache_capacity(64);
+            self.conn = Some(conn);
+        }
+        // Set just above.
+        self.conn
+            .as_ref()
+            .ok_or_else(|| DbError::Write("the write connection did not open".into()))
+    }
+}
+
+/// One group on `conn`: each job under its own savepoint, one `COMMIT`.
+/// A job whose statements fail is rolled back to its savepoint and told so
+/// at once; the others are told the outcome of the commit.
+fn run_group(conn: &rusqlite::Connection, jobs: Vec<Job>, queue: &mpsc::Receiver<Job>) {
+    let mut pending: std::collections::VecDeque<Job> = jobs.into();
+    let mut members: Vec<oneshot::Sender<Result<(), DbError>>> = Vec::new();
+    let mut open = false;
+    let mut taken = pending.len();
+    loop {
+        let Some(job) = pending.pop_front() else {
+            // Batches that arrived while this group ran join it.
+            pending.extend(queue.try_iter().take(MAX_GROUP.saturating_sub(taken)));
+            taken += pending.len();
+            if pending.is_empty() {
+                break;
+            }
+            continue;
+        };
+        if !open {
+            // IMMEDIATE takes the write lock now, waiting up to the busy
+            // timeout for another process's writer (a CLI command next to
+            // a running server).
+            if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+                let _ = job.done.send(Err(e.into()));
+                continue;
+            }
+            open = true;
+        }
+        match run_job(conn, &job.statements) {
+            Ok(()) => members.push(job.done),
+            Err(e) => {
+                if conn.is_autocommit() {
+                    // SQLite rolled the whole transaction back (say, on a
+                    // full disk): the members so far are lost with it.
+                    let lost = format!("the group's transaction was rolled back: {e}");
+                    for member in members.drain(..) {
+                        let _ = member.send(Err(DbError::Write(lost.clone())));
+                    }
+                    open = false;
+                }
+                let _ = job.done.send(Err(e.into()));
+            }
+        }
+    }
+    if !open {
+        return;
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for member in members {
+                let _ = member.send(Ok(()));
+            }
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            let lost = format!("group commit failed: {e}");
+            for member in members {
+                let _ = member.send(Err(DbError::Write(lost.clone())));
+            }
+        }
+    }
+}
+
+/// A job's statements under a savepoint of their own: all or none.
+fn run_job(conn: &rusqlite::Connection, statements: &[Statement]) -> Result<(), rusqlite::Error> {
+    conn.execute_batch("SAVEPOINT atlas_writer")?;
+    let ran = statements.iter().try_for_each(|s| s.execute_direct(conn));
+    let undo = match &ran {
+        Ok(()) => Ok(()),
+        Err(_) => conn.execute_batch("ROLLBACK TO SAVEPOINT atlas_writer"),
     };
-    let (conn, result) = tokio::task::spawn_blocking(move || {
-        let result = conn.execute_batch(sql);
-        (conn, result)
-    })
-    .await
-    .map_err(|e| DbError::Write(format!("{sql} on the write connection failed: {e}")))?;
-    guard.direct = Some(conn);
-    Ok(result?)
+    undo.and_then(|()| conn.execute_batch("RELEASE SAVEPOINT atlas_writer"))
+        .and(ran)
+}
+
+fn fail_all(jobs: Vec<Job>, why: &str) {
+    for job in jobs {
+        let _ = job.done.send(Err(DbError::Write(why.to_string())));
+    }
 }
 
 /// Run `f` to completion even if the caller stops waiting for it.

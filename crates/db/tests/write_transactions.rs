@@ -422,8 +422,9 @@ async fn batches_and_transactions_interleave(backend: TestBackend) {
 }
 both_backends!(batches_interleave, batches_and_transactions_interleave);
 
-/// A batch refused by a foreign key writes nothing and says so, on both
-/// backends (on SQLite the direct connection enforces foreign keys too).
+/// A batch refused by a foreign key or a unique key writes nothing and says
+/// which, on both backends (on SQLite the direct connection enforces foreign
+/// keys too).
 async fn a_batch_refused_by_a_foreign_key_writes_nothing(backend: TestBackend) {
     let Some((_guard, db)) = setup(backend).await else {
         return;
@@ -452,6 +453,14 @@ async fn a_batch_refused_by_a_foreign_key_writes_nothing(backend: TestBackend) {
     .await
     .expect("a valid batch commits after a failed one");
     assert_eq!(count(&db).await, 1);
+    // A key that is already there is told apart from a foreign key.
+    let err = db
+        .write_batch(vec![note(2, "new"), note(1, "taken")])
+        .await
+        .expect_err("note 1 exists");
+    assert!(err.is_unique_violation(), "{err:?}");
+    assert!(!err.is_foreign_key_violation(), "{err:?}");
+    assert_eq!(count(&db).await, 1, "note 2 went with the failed batch");
     db.close().await;
 }
 both_backends!(batch_foreign_key, a_batch_refused_by_a_foreign_key_writes_nothing);

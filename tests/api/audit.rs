@@ -703,8 +703,11 @@ async fn concurrent_workers_never_fork_the_chain_on_postgres() {
     concurrent_workers(TestBackend::Postgres).await
 }
 
-/// Tasks with their own connection pools append the same and different
-/// events at once, straight through the sink.
+/// Tasks append the same and different events at once, straight through
+/// the sink: on PostgreSQL each with its own connection pool (the advisory
+/// lock serializes them), on SQLite sharing the server's one writer (each
+/// append is planned on a read of the head and planned again when another
+/// got in first).
 async fn concurrent_appends(backend: TestBackend) {
     let Some(app) = spawn(backend).await else { return };
     let signer = Arc::new(NodeKey::generate());
@@ -732,7 +735,12 @@ async fn concurrent_appends(backend: TestBackend) {
     );
     let mut tasks = Vec::new();
     for t in 0..6 {
-        let db = app.server.database.connect().await;
+        let own_pool = backend == TestBackend::Postgres;
+        let db = if own_pool {
+            app.server.database.connect().await
+        } else {
+            app.db.clone()
+        };
         let envelopes = envelopes.clone();
         let signer = signer.clone();
         tasks.push(tokio::spawn(async move {
@@ -746,7 +754,9 @@ async fn concurrent_appends(backend: TestBackend) {
                     assert!(attempts < 5, "{err}");
                 }
             }
-            db.close().await;
+            if own_pool {
+                db.close().await;
+            }
         }));
     }
     for t in tasks {
@@ -773,4 +783,8 @@ async fn concurrent_appends(backend: TestBackend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_never_fork_the_chain_on_postgres() {
     concurrent_appends(TestBackend::Postgres).await
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_never_fork_the_chain_on_sqlite() {
+    concurrent_appends(TestBackend::Sqlite).await
 }

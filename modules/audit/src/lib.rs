@@ -47,6 +47,8 @@ static MIGRATIONS: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/migrations");
 pub enum AuditError {
     #[error("audit: database: {0}")]
     Database(#[from] atlas_db::sqlx::Error),
+    #[error("audit: {0}")]
+    Db(#[from] atlas_db::DbError),
     #[error("audit: invalid JSON: {0}")]
     Json(#[from] serde_json::Error),
     #[error("audit: {0}")]

@@ -12,13 +12,20 @@
 //!   the commit, across every process that shares the database (several
 //!   workers, NATS consumers or not). Under `READ COMMITTED` each statement
 //!   after the lock sees the previous holder's committed row;
-//! - on SQLite, by the database itself: Atlas writes through one connection
-//!   and SQLite has one writer.
+//! - on SQLite, optimistically: Atlas is the database's one writer process,
+//!   so an append reads the head on a read connection, computes the rows
+//!   and their hashes, and hands only the inserts to the writer as one
+//!   batch. The rare append that lost a race with another writer of the
+//!   chain (a second sink, a checkpoint signed by the periodic task or by
+//!   `atlas audit export`) fails on a unique key and is planned again on
+//!   the new head. The write lock is thus held for the inserts alone, not
+//!   for the reads and the hashing, and item writes do not queue behind
+//!   them.
 //!
-//! Behind the lock, the schema makes a fork impossible to commit anyway:
-//! `sequence` is the primary key and `prev_hash` is unique, so a second row
-//! claiming the same predecessor fails with a unique violation (and the
-//! consumer retries it on top of the new head).
+//! Either way, the schema makes a fork impossible to commit: `sequence` is
+//! the primary key and `prev_hash` is unique, so a second row claiming the
+//! same predecessor fails with a unique violation (and is planned again, or
+//! the consumer retries it on top of the new head).
 //!
 //! Why one chain and a lock rather than chains partitioned per collection:
 //! the spec's verify, export and `sequence` speak of *the* chain; one chain
@@ -28,8 +35,10 @@
 //! PostgreSQL, and the outbox already serializes its writers the same way,
 //! so the audit chain is not the narrower bottleneck.
 
+use std::collections::HashSet;
+
 use atlas_db::sqlx::{self, AnyConnection, Row};
-use atlas_db::{Backend, Database};
+use atlas_db::{Backend, Database, DbError, DbRow, Param, Statement};
 use serde_json::Value;
 
 use crate::chain::{AuditEntity, AuditRecord, GENESIS_HASH};
@@ -91,81 +100,66 @@ impl AuditStore {
         Ok(appended.pop().unwrap_or(Appended::Duplicate))
     }
 
-    /// Append several records, in order, in one transaction holding the
-    /// chain's lock: one existence check, one head read and multi-row
-    /// inserts. Records whose event is already in the chain (or earlier in
-    /// `news`) come back as [`Appended::Duplicate`]. Checkpoints are signed
-    /// in the same transaction wherever `checkpoint_every_rows` (0: never)
-    /// rows follow the previous one.
+    /// Append several records, in order, as one write: one existence check,
+    /// one head read and multi-row inserts. Records whose event is already
+    /// in the chain (or earlier in `news`) come back as
+    /// [`Appended::Duplicate`]. Checkpoints are signed in the same write
+    /// wherever `checkpoint_every_rows` (0: never) rows follow the previous
+    /// one.
     pub async fn append_many(
         &self,
         news: Vec<NewRecord>,
         key: &NodeKey,
         checkpoint_every_rows: u64,
     ) -> Result<Vec<Appended>, AuditError> {
+        if self.db.sqlite_reads().is_some() {
+            return self.append_optimistically(&news, key, checkpoint_every_rows).await;
+        }
         let mut tx = self.db.begin().await?;
         self.lock_chain(&mut tx).await?;
         let ids: Vec<&str> = news.iter().map(|n| n.event_id.as_str()).collect();
-        let mut present = existing_event_ids(&mut tx, &ids).await?;
-        let mut head = head(&mut tx).await?;
-        let now = atlas_db::now();
-        let mut records = Vec::with_capacity(news.len());
-        let mut outcome = Vec::with_capacity(news.len());
-        for new in news {
-            if !present.insert(new.event_id.clone()) {
-                outcome.push(None);
-                continue;
-            }
-            let (sequence, prev_hash, recorded_at) = match head.take() {
-                // `recorded_at` never decreases along the chain, even when
-                // the clocks of two workers disagree.
-                Some((seq, hash, last)) => (seq + 1, hash, if last > now { last } else { now.clone() }),
-                None => (1, GENESIS_HASH.to_string(), now.clone()),
-            };
-            let mut record = AuditRecord {
-                sequence,
-                event_id: new.event_id,
-                event_type: new.event_type,
-                occurred_at: normalize_timestamp(&new.occurred_at),
-                recorded_at,
-                actor_user_id: new.actor_user_id,
-                entity: new.entity,
-                data: new.data,
-                trace_id: new.trace_id,
-                request_id: new.request_id,
-                prev_hash,
-                hash: String::new(),
-            };
-            record.hash = record.compute_hash();
-            head = Some((record.sequence, record.hash.clone(), record.recorded_at.clone()));
-            outcome.push(Some(records.len()));
-            records.push(record);
-        }
-        for chunk in records.chunks(INSERT_ROWS) {
-            insert_rows(&mut tx, chunk).await?;
-        }
-        // A checkpoint at every row that is `checkpoint_every_rows` past the
-        // previous one, as if the rows had come one by one.
-        let mut checkpoints: Vec<Option<Checkpoint>> = (0..records.len()).map(|_| None).collect();
-        if checkpoint_every_rows > 0 && !records.is_empty() {
-            let mut last = last_checkpoint_sequence(&mut tx).await?;
-            for (i, record) in records.iter().enumerate() {
-                if record.sequence - last >= checkpoint_every_rows as i64 {
-                    checkpoints[i] = Some(insert_checkpoint(&mut tx, key, record.sequence, &record.hash).await?);
-                    last = record.sequence;
-                }
-            }
+        let present = existing_event_ids(&self.db, Some(&mut tx), &ids).await?;
+        let head = head(&self.db, Some(&mut tx)).await?;
+        let last_checkpoint = last_checkpoint_sequence(&self.db, Some(&mut tx)).await?;
+        let plan = Plan::new(&news, present, head, last_checkpoint, key, checkpoint_every_rows);
+        for statement in plan.statements() {
+            statement.execute(&mut tx).await?;
         }
         tx.commit().await?;
-        let mut rows: Vec<Option<(AuditRecord, Option<Checkpoint>)>> =
-            records.into_iter().zip(checkpoints).map(Some).collect();
-        Ok(outcome
-            .into_iter()
-            .map(|slot| match slot.and_then(|i| rows[i].take()) {
-                Some((record, checkpoint)) => Appended::Row(Box::new(record), checkpoint),
-                None => Appended::Duplicate,
-            })
-            .collect())
+        Ok(plan.appended())
+    }
+
+    /// [`append_many`](Self::append_many) without a lock, where the
+    /// database has one writer process (SQLite): the existence check, the
+    /// head and the last checkpoint are read first, the hashes computed,
+    /// and only the inserts go to the writer, as one batch. A writer that
+    /// appended in between (a CLI checkpoint, another sink) makes the batch
+    /// fail on a unique key (`sequence`, `prev_hash`, `event_id`, the
+    /// checkpoint's `sequence`), and it is planned again on the new head.
+    /// So the write lock is held for the inserts only, not for the reads
+    /// and the hashing.
+    async fn append_optimistically(
+        &self,
+        news: &[NewRecord],
+        key: &NodeKey,
+        checkpoint_every_rows: u64,
+    ) -> Result<Vec<Appended>, AuditError> {
+        let ids: Vec<&str> = news.iter().map(|n| n.event_id.as_str()).collect();
+        let mut attempt = 1;
+        loop {
+            let present = existing_event_ids(&self.db, None, &ids).await?;
+            let head = head(&self.db, None).await?;
+            let last_checkpoint = last_checkpoint_sequence(&self.db, None).await?;
+            let plan = Plan::new(news, present, head, last_checkpoint, key, checkpoint_every_rows);
+            match self.db.write_batch(plan.statements()).await {
+                Ok(()) => return Ok(plan.appended()),
+                Err(e) if e.is_unique_violation() && attempt < OPTIMISTIC_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %e, "audit: the head moved during an append; planning again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// Sign a checkpoint of the head if rows were appended since the last
@@ -173,14 +167,16 @@ impl AuditStore {
     pub async fn checkpoint_now(&self, key: &NodeKey) -> Result<Option<Checkpoint>, AuditError> {
         let mut tx = self.db.begin().await?;
         self.lock_chain(&mut tx).await?;
-        let Some((sequence, hash, _)) = head(&mut tx).await? else {
+        let Some((sequence, hash, _)) = head(&self.db, Some(&mut tx)).await? else {
             return Ok(None);
         };
-        if last_checkpoint_sequence(&mut tx).await? >= sequence {
+        if last_checkpoint_sequence(&self.db, Some(&mut tx)).await? >= sequence {
             return Ok(None);
         }
-        let checkpoint = insert_checkpoint(&mut tx, key, sequence, &hash).await?;
+        let checkpoint = key.sign_checkpoint(sequence, &hash, &atlas_db::now());
+        insert_checkpoint(&checkpoint).execute(&mut tx).await?;
         tx.commit().await?;
+        metrics::counter!("atlas_audit_checkpoints_total").increment(1);
         Ok(Some(checkpoint))
     }
 
@@ -279,43 +275,156 @@ impl StoredRow {
     }
 }
 
-/// The head of the chain: its sequence, hash and `recorded_at`.
-async fn head(conn: &mut AnyConnection) -> Result<Option<(i64, String, String)>, sqlx::Error> {
-    let row = sqlx::query("SELECT sequence, hash, recorded_at FROM audit_events ORDER BY sequence DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?;
-    row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-        .transpose()
+/// How often an optimistic append is planned again before its conflict is
+/// returned (the consumer then retries the batch later).
+const OPTIMISTIC_ATTEMPTS: u32 = 8;
+
+/// A read of the append: inside `tx` when given (the locked path), else a
+/// short read through [`Database::read_rows`].
+async fn read_rows<T>(
+    db: &Database,
+    tx: Option<&mut AnyConnection>,
+    sql: &str,
+    params: &[Param<'_>],
+    decode: impl FnMut(&dyn DbRow) -> Result<T, DbError>,
+) -> Result<Vec<T>, AuditError> {
+    Ok(match tx {
+        Some(conn) => atlas_db::read_rows_in(conn, sql, params, decode).await?,
+        None => db.read_rows(sql, params, decode).await?,
+    })
 }
 
-async fn last_checkpoint_sequence(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
-    let last: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM audit_checkpoints")
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-    Ok(last.unwrap_or(0))
+/// The head of the chain: its sequence, hash and `recorded_at`.
+async fn head(db: &Database, tx: Option<&mut AnyConnection>) -> Result<Option<(i64, String, String)>, AuditError> {
+    let mut rows = read_rows(
+        db,
+        tx,
+        "SELECT sequence, hash, recorded_at FROM audit_events ORDER BY sequence DESC LIMIT 1",
+        &[],
+        |r| Ok((r.int(0)?, r.text(1)?, r.text(2)?)),
+    )
+    .await?;
+    Ok(rows.pop())
+}
+
+async fn last_checkpoint_sequence(db: &Database, tx: Option<&mut AnyConnection>) -> Result<i64, AuditError> {
+    let rows = read_rows(db, tx, "SELECT MAX(sequence) FROM audit_checkpoints", &[], |r| {
+        r.opt_int(0)
+    })
+    .await?;
+    Ok(rows.into_iter().next().flatten().unwrap_or(0))
 }
 
 /// Which of `event_ids` already have a row.
 async fn existing_event_ids(
-    conn: &mut AnyConnection,
+    db: &Database,
+    mut tx: Option<&mut AnyConnection>,
     event_ids: &[&str],
-) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    let mut found = std::collections::HashSet::new();
+) -> Result<HashSet<String>, AuditError> {
+    let mut found = HashSet::new();
     for chunk in event_ids.chunks(500) {
         let sql = format!(
             "SELECT event_id FROM audit_events WHERE event_id IN ({})",
             atlas_db::param_list(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql);
-        for id in chunk {
-            query = query.bind(*id);
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            found.insert(row.try_get::<String, _>(0)?);
-        }
+        let params: Vec<Param<'_>> = chunk.iter().map(|id| Param::Text(id)).collect();
+        found.extend(read_rows(db, tx.as_deref_mut(), &sql, &params, |r| r.text(0)).await?);
     }
     Ok(found)
+}
+
+/// What an append writes: the new rows, chained on the head, and the
+/// checkpoints signed with them.
+struct Plan {
+    records: Vec<AuditRecord>,
+    checkpoints: Vec<Option<Checkpoint>>,
+    /// Per record asked for: its index in `records`, or `None` (duplicate).
+    outcome: Vec<Option<usize>>,
+}
+
+impl Plan {
+    fn new(
+        news: &[NewRecord],
+        mut present: HashSet<String>,
+        mut head: Option<(i64, String, String)>,
+        mut last_checkpoint: i64,
+        key: &NodeKey,
+        checkpoint_every_rows: u64,
+    ) -> Plan {
+        let now = atlas_db::now();
+        let mut records = Vec::with_capacity(news.len());
+        let mut outcome = Vec::with_capacity(news.len());
+        for new in news {
+            if !present.insert(new.event_id.clone()) {
+                outcome.push(None);
+                continue;
+            }
+            let (sequence, prev_hash, recorded_at) = match head.take() {
+                // `recorded_at` never decreases along the chain, even when
+                // the clocks of two workers disagree.
+                Some((seq, hash, last)) => (seq + 1, hash, if last > now { last } else { now.clone() }),
+                None => (1, GENESIS_HASH.to_string(), now.clone()),
+            };
+            let mut record = AuditRecord {
+                sequence,
+                event_id: new.event_id.clone(),
+                event_type: new.event_type.clone(),
+                occurred_at: normalize_timestamp(&new.occurred_at),
+                recorded_at,
+                actor_user_id: new.actor_user_id.clone(),
+                entity: new.entity.clone(),
+                data: new.data.clone(),
+                trace_id: new.trace_id.clone(),
+                request_id: new.request_id.clone(),
+                prev_hash,
+                hash: String::new(),
+            };
+            record.hash = record.compute_hash();
+            head = Some((record.sequence, record.hash.clone(), record.recorded_at.clone()));
+            outcome.push(Some(records.len()));
+            records.push(record);
+        }
+        // A checkpoint at every row that is `checkpoint_every_rows` past the
+        // previous one, as if the rows had come one by one.
+        let checkpoints = records
+            .iter()
+            .map(|record| {
+                let due =
+                    checkpoint_every_rows > 0 && record.sequence - last_checkpoint >= checkpoint_every_rows as i64;
+                due.then(|| {
+                    last_checkpoint = record.sequence;
+                    key.sign_checkpoint(record.sequence, &record.hash, &atlas_db::now())
+                })
+            })
+            .collect();
+        Plan {
+            records,
+            checkpoints,
+            outcome,
+        }
+    }
+
+    /// The inserts, in chain order.
+    fn statements(&self) -> Vec<Statement> {
+        let rows = self.records.chunks(INSERT_ROWS).map(insert_rows);
+        let checkpoints = self.checkpoints.iter().flatten().map(insert_checkpoint);
+        rows.chain(checkpoints).collect()
+    }
+
+    /// The outcome per record asked for, once the inserts are committed.
+    fn appended(self) -> Vec<Appended> {
+        let signed = self.checkpoints.iter().flatten().count();
+        metrics::counter!("atlas_audit_checkpoints_total").increment(signed as u64);
+        let mut rows: Vec<Option<(AuditRecord, Option<Checkpoint>)>> =
+            self.records.into_iter().zip(self.checkpoints).map(Some).collect();
+        self.outcome
+            .into_iter()
+            .map(|slot| match slot.and_then(|i| rows[i].take()) {
+                Some((record, checkpoint)) => Appended::Row(Box::new(record), checkpoint),
+                None => Appended::Duplicate,
+            })
+            .collect()
+    }
 }
 
 /// Rows per multi-row INSERT. Small on purpose: SQLite looks `$n`
@@ -325,41 +434,32 @@ async fn existing_event_ids(
 const INSERT_ROWS: usize = 16;
 
 /// One multi-row INSERT of `records`.
-async fn insert_rows(conn: &mut AnyConnection, records: &[AuditRecord]) -> Result<(), sqlx::Error> {
+fn insert_rows(records: &[AuditRecord]) -> Statement {
     let sql = format!(
         "INSERT INTO audit_events ({RECORD_COLUMNS}) VALUES {}",
         atlas_db::value_rows(1, records.len(), 14)
     );
-    let mut query = sqlx::query(&sql);
-    for record in records {
-        query = query
+    records.iter().fold(Statement::new(sql), |statement, record| {
+        statement
             .bind(record.sequence)
             .bind(&record.event_id)
             .bind(&record.event_type)
             .bind(&record.occurred_at)
             .bind(&record.recorded_at)
-            .bind(&record.actor_user_id)
+            .bind(record.actor_user_id.as_deref())
             .bind(&record.entity.entity_type)
             .bind(&record.entity.id)
-            .bind(&record.entity.collection_id)
+            .bind(record.entity.collection_id.as_deref())
             .bind(crate::canonical::to_canonical_string(&record.data))
             .bind(&record.trace_id)
             .bind(&record.request_id)
             .bind(&record.prev_hash)
-            .bind(&record.hash);
-    }
-    query.execute(&mut *conn).await?;
-    Ok(())
+            .bind(&record.hash)
+    })
 }
 
-async fn insert_checkpoint(
-    conn: &mut AnyConnection,
-    key: &NodeKey,
-    sequence: i64,
-    hash: &str,
-) -> Result<Checkpoint, sqlx::Error> {
-    let checkpoint = key.sign_checkpoint(sequence, hash, &atlas_db::now());
-    sqlx::query(
+fn insert_checkpoint(checkpoint: &Checkpoint) -> Statement {
+    Statement::new(
         "INSERT INTO audit_checkpoints (sequence, hash, signature, key_id, created_at) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(checkpoint.sequence)
@@ -367,10 +467,6 @@ async fn insert_checkpoint(
     .bind(&checkpoint.signature)
     .bind(&checkpoint.key_id)
     .bind(&checkpoint.created_at)
-    .execute(&mut *conn)
-    .await?;
-    metrics::counter!("atlas_audit_checkpoints_total").increment(1);
-    Ok(checkpoint)
 }
 
 /// RFC 3339 in the stored fixed-width form (so text order is time order);

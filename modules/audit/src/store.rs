@@ -322,12 +322,17 @@ async fn existing_event_ids(
     event_ids: &[&str],
 ) -> Result<HashSet<String>, AuditError> {
     let mut found = HashSet::new();
-    for chunk in event_ids.chunks(500) {
-        let sql = format!(
-            "SELECT event_id FROM audit_events WHERE event_id IN ({})",
-            atlas_db::param_list(1, chunk.len())
-        );
-        let params: Vec<Param<'_>> = chunk.iter().map(|id| Param::Text(id)).collect();
+    // Every chunk is padded to the same length (with its first id again), so
+    // one statement serves: each distinct text would be prepared and cached
+    // on its own by every connection that runs it.
+    let sql = format!(
+        "SELECT event_id FROM audit_events WHERE event_id IN ({})",
+        atlas_db::param_list(1, EXISTS_CHUNK)
+    );
+    for chunk in event_ids.chunks(EXISTS_CHUNK) {
+        let params: Vec<Param<'_>> = (0..EXISTS_CHUNK)
+            .map(|i| Param::Text(chunk.get(i).unwrap_or(&chunk[0])))
+            .collect();
         found.extend(read_rows(db, tx.as_deref_mut(), &sql, &params, |r| r.text(0)).await?);
     }
     Ok(found)
@@ -406,7 +411,16 @@ impl Plan {
 
     /// The inserts, in chain order.
     fn statements(&self) -> Vec<Statement> {
-        let rows = self.records.chunks(INSERT_ROWS).map(insert_rows);
+        // Full chunks share one statement, and the rest go one row at a
+        // time through another: two texts to prepare and cache, not one
+        // per length.
+        let rows = self.records.chunks(INSERT_ROWS).flat_map(|chunk| {
+            if chunk.len() == INSERT_ROWS {
+                vec![insert_rows(chunk)]
+            } else {
+                chunk.chunks(1).map(insert_rows).collect()
+            }
+        });
         let checkpoints = self.checkpoints.iter().flatten().map(insert_checkpoint);
         rows.chain(checkpoints).collect()
     }
@@ -432,6 +446,9 @@ impl Plan {
 /// sqlx binds one, so a statement's cost grows with the square of its
 /// parameters (14 per row). Full chunks also reuse one prepared statement.
 const INSERT_ROWS: usize = 16;
+
+/// Event ids per existence check (see [`existing_event_ids`]).
+const EXISTS_CHUNK: usize = 32;
 
 /// One multi-row INSERT of `records`.
 fn insert_rows(records: &[AuditRecord]) -> Statement {

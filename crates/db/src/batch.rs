@@ -3,9 +3,10 @@
 //! A write that needs no answer from the database between its statements
 //! (insert this row, these tags, this outbox event) can hand them over all
 //! at once with [`Database::write_batch`]. On PostgreSQL they run in a
-//! transaction of their own. On SQLite they join the group commit on a
-//! connection driven from the calling thread (see `write.rs`), instead of
-//! one round trip to sqlx's connection thread per statement.
+//! transaction of their own. On SQLite they go to the write thread, which
+//! runs them in a group commit on a connection of its own (see
+//! `write.rs`), instead of one round trip to sqlx's connection thread per
+//! statement.
 
 use std::borrow::Cow;
 

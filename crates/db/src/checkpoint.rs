@@ -41,7 +41,7 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(path: PathBuf, busy_timeout: Durat
             let path = path.clone();
             let current = conn.take();
             let ran = tokio::task::spawn_blocking(move || {
-                let conn = match current.map_or_else(|| open(&path, busy_timeout), Ok) {
+                let conn = match current.map_or_else(|| crate::direct::open_connection(&path, busy_timeout), Ok) {
                     Ok(conn) => conn,
                     Err(e) => return (None, Err(e)),
                 };
@@ -64,13 +64,6 @@ pub(crate) fn spawn<T: Send + Sync + 'static>(path: PathBuf, busy_timeout: Durat
 /// task above but for the backstop.
 pub(crate) fn writer_pragmas() -> String {
     format!("PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES};")
-}
-
-fn open(path: &std::path::Path, busy_timeout: Duration) -> Result<rusqlite::Connection, DbError> {
-    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = rusqlite::Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(busy_timeout)?;
-    Ok(conn)
 }
 
 /// One passive checkpoint; returns (frames in the WAL, frames copied back).
@@ -100,7 +93,7 @@ mod tests {
                 .execute("INSERT INTO t (id, note) VALUES (?1, ?2)", (i, "x".repeat(500)))
                 .expect("insert");
         }
-        let checkpointer = open(&path, Duration::from_secs(1)).expect("open checkpointer");
+        let checkpointer = crate::direct::open_connection(&path, Duration::from_secs(1)).expect("open checkpointer");
         let (frames, copied) = passive(&checkpointer).expect("checkpoint");
         assert!(frames > 0, "the writer left frames in the WAL");
         assert_eq!(frames, copied, "a passive checkpoint with no reader copies every frame");

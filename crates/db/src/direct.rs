@@ -38,6 +38,17 @@ impl std::fmt::Debug for SqliteReads {
     }
 }
 
+/// A rusqlite connection to the existing database at `path`, read-write,
+/// used by one thread at a time (no SQLite mutex), waiting up to
+/// `busy_timeout` for a lock: the base of every connection Atlas opens
+/// beside sqlx's (reads, the write thread, the checkpoint task).
+pub(crate) fn open_connection(path: &std::path::Path, busy_timeout: Duration) -> Result<Connection, DbError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    Ok(conn)
+}
+
 impl SqliteReads {
     /// Reads of the database at `path`, which must exist. One connection is
     /// opened now so that a bad path fails at start, not at the first request.
@@ -55,9 +66,7 @@ impl SqliteReads {
     fn connect(&self) -> Result<Connection, DbError> {
         // Read-write, so that the connection can take part in WAL recovery
         // like any other; `query_only` makes any write through it fail.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags)?;
-        conn.busy_timeout(self.busy_timeout)?;
+        let conn = open_connection(&self.path, self.busy_timeout)?;
         conn.pragma_update(None, "query_only", true)?;
         conn.set_prepared_statement_cache_capacity(32);
         Ok(conn)

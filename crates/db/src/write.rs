@@ -285,7 +285,8 @@ struct WriteThread {
     /// For sqlx's side of the lock: committing an open sqlx group, undoing
     /// a dropped writer, holding the writer pool's connection.
     runtime: tokio::runtime::Handle,
-    /// Opened on first use, reopened after an error that lost it.
+    /// Opened by the first group (a group that could not open it fails,
+    /// and the next one tries again).
     conn: Option<rusqlite::Connection>,
 }
 
@@ -327,25 +328,21 @@ impl WriteThread {
     }
 
     fn connection(&mut self) -> Result<&rusqlite::Connection, DbError> {
-        if self.conn.is_none() {
-            let conn = rusqlite::Connection::open_with_flags(
-                &self.path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            conn.busy_timeout(self.busy_timeout)?;
-            // The same settings as the writer pool's connection (per
-            // connection in SQLite).
-            conn.execute_batch(&format!(
-                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
-                crate::checkpoint::writer_pragmas()
-            ))?;
-            conn.set_prepared_statement_cache_capacity(64);
-            self.conn = Some(conn);
-        }
-        // Set just above.
-        self.conn
-            .as_ref()
-            .ok_or_else(|| DbError::Write("the write connection did not open".into()))
+        let conn = match self.conn.take() {
+            Some(conn) => conn,
+            None => {
+                let conn = crate::direct::open_connection(&self.path, self.busy_timeout)?;
+                // The same settings as the writer pool's connection (per
+                // connection in SQLite).
+                conn.execute_batch(&format!(
+                    "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; {}",
+                    crate::checkpoint::writer_pragmas()
+                ))?;
+                conn.set_prepared_statement_cache_capacity(64);
+                conn
+            }
+        };
+        Ok(self.conn.insert(conn))
     }
 }
 

@@ -788,3 +788,92 @@ async fn concurrent_appends_never_fork_the_chain_on_postgres() {
 async fn concurrent_appends_never_fork_the_chain_on_sqlite() {
     concurrent_appends(TestBackend::Sqlite).await
 }
+
+/// Append `ItemCreated` events for items `i{n}`, n in `range`.
+async fn append_items(sink: &AuditSink, range: std::ops::Range<u32>) {
+    let ev = EventContext {
+        actor_user_id: Some("u0".into()),
+        request_id: "r".into(),
+        trace_id: "t".into(),
+        causation_id: None,
+        span_id: None,
+    };
+    for i in range {
+        let envelope = ev.envelope(
+            "ItemCreated",
+            EntityRef {
+                entity_type: "item".into(),
+                id: format!("i{i}"),
+                collection_id: Some("c1".into()),
+            },
+            json!({"title": format!("item {i}")}),
+        );
+        sink.record(&envelope).await.unwrap();
+    }
+}
+
+/// A trail written under the first schema (with its unique `prev_hash`
+/// index) comes through `20261125000000_audit_chain_keys` unchanged: same
+/// rows, still verifying, still append-only, and appends go on after it.
+async fn chain_keys_upgrade(backend: TestBackend) {
+    use atlas_kernel::Module;
+    let Some(database) = atlas_testkit::TestDatabase::new(backend).await else {
+        return;
+    };
+    let db = database.connect().await;
+    let all = atlas_audit::AuditModule::default().migrations().unwrap();
+    let before: Vec<_> = all.iter().filter(|m| m.version < 20261125000000).cloned().collect();
+    assert!(
+        before.len() < all.len(),
+        "the upgrade migration is among the audit migrations"
+    );
+    let migrator = atlas_db::Migrator::new(&db);
+    migrator.up(&before).await.unwrap();
+
+    let signer = Arc::new(NodeKey::generate());
+    let sink = AuditSink::new(AuditStore::new(db.clone()), signer.clone(), 4);
+    append_items(&sink, 0..30).await;
+    let written = rows(&db).await;
+    assert_eq!(written.len(), 30);
+
+    migrator.up(&all).await.unwrap();
+    assert_eq!(rows(&db).await, written, "the rebuild copies every row as it was");
+    let indexes = match backend {
+        TestBackend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit_events'",
+        TestBackend::Postgres => "SELECT COUNT(*) FROM pg_indexes WHERE tablename = 'audit_events'",
+    };
+    // The four query indexes and `event_id`'s; on PostgreSQL also the
+    // primary key's (on SQLite `sequence` is now the rowid).
+    let expected = if backend == TestBackend::Sqlite { 5 } else { 6 };
+    let found: i64 = sqlx::query(indexes).fetch_one(db.reader()).await.unwrap().get(0);
+    assert_eq!(found, expected);
+    for sql in [
+        "UPDATE audit_events SET data = '{}' WHERE sequence = 1",
+        "DELETE FROM audit_events WHERE sequence = 30",
+    ] {
+        let err = sqlx::query(sql).execute(db.writer()).await.unwrap_err();
+        assert!(
+            err.to_string().contains("the audit trail is append-only"),
+            "{sql}: {err}"
+        );
+    }
+
+    append_items(&sink, 30..40).await;
+    let mut trusted = atlas_audit::TrustedKeys::default();
+    trusted.add(signer.public().clone());
+    let report = atlas_audit::verify_database(&AuditStore::new(db.clone()), &trusted)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, 40);
+    // A second row on an existing sequence is still refused.
+    let copy = "INSERT INTO audit_events (sequence, event_id, type, occurred_at, recorded_at, entity_type, entity_id, data, trace_id, request_id, prev_hash, hash) \
+                SELECT sequence, 'copy', type, occurred_at, recorded_at, entity_type, entity_id, data, trace_id, request_id, 'x', hash FROM audit_events WHERE sequence = 40";
+    let err = sqlx::query(copy).execute(db.writer()).await.unwrap_err();
+    assert!(
+        matches!(&err, sqlx::Error::Database(d) if d.is_unique_violation()),
+        "{err}"
+    );
+    db.close().await;
+}
+both_backends!(the_chain_keys_upgrade_keeps_the_trail, chain_keys_upgrade);

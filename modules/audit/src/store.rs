@@ -23,9 +23,11 @@
 //!   them.
 //!
 //! Either way, the schema makes a fork impossible to commit: `sequence` is
-//! the primary key and `prev_hash` is unique, so a second row claiming the
-//! same predecessor fails with a unique violation (and is planned again, or
-//! the consumer retries it on top of the new head).
+//! the primary key and each row's predecessor is the row one below it, so a
+//! second row for the same place fails with a unique violation (and is
+//! planned again, or the consumer retries it on top of the new head).
+//! `prev_hash` is not indexed: a unique index on it repeated that guard for
+//! one random-key index entry per row (`20261125000000_audit_chain_keys`).
 //!
 //! Why one chain and a lock rather than chains partitioned per collection:
 //! the spec's verify, export and `sequence` speak of *the* chain; one chain
@@ -134,8 +136,8 @@ impl AuditStore {
     /// head and the last checkpoint are read first, the hashes computed,
     /// and only the inserts go to the writer, as one batch. A writer that
     /// appended in between (a CLI checkpoint, another sink) makes the batch
-    /// fail on a unique key (`sequence`, `prev_hash`, `event_id`, the
-    /// checkpoint's `sequence`), and it is planned again on the new head.
+    /// fail on a unique key (`sequence`, `event_id`, the checkpoint's
+    /// `sequence`), and it is planned again on the new head.
     /// So the write lock is held for the inserts only, not for the reads
     /// and the hashing.
     async fn append_optimistically(

@@ -51,27 +51,6 @@ impl Hub {
 
     async fn tail(&self, mut after: i64, shutdown: CancellationToken) {
         loop {
-            if self.sender.receiver_count() == 0 {
-                // Nobody to fan out to: move to the head without reading
-                // the envelopes. The head is read before the count is
-                // checked again, so a subscriber that arrives after that
-                // check still gets every event committed once it subscribed.
-                let head = self
-                    .db
-                    .read_row("SELECT MAX(sequence) FROM outbox", &[], |row| row.opt_int(0))
-                    .await;
-                if self.sender.receiver_count() == 0 {
-                    match head {
-                        Ok(head) => after = after.max(head.flatten().unwrap_or(0)),
-                        Err(e) => tracing::warn!(error = %e, "realtime: reading the outbox head failed"),
-                    }
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(self.poll) => {}
-                    }
-                    continue;
-                }
-            }
             let batch = match self.db.reader().acquire().await {
                 Ok(mut conn) => atlas_events::read_after(&mut conn, after, TAIL_BATCH).await,
                 Err(e) => Err(atlas_events::OutboxError::Database(e)),

@@ -226,6 +226,16 @@ async fn disable_triggers(db: &Database) {
     }
 }
 
+/// The chain in `db` verifies against `signer`'s key, `rows` rows long.
+async fn assert_chain_verifies(db: &Database, signer: &NodeKey, rows: i64) {
+    let trusted = atlas_audit::TrustedKeys::new([signer.public().clone()]);
+    let report = atlas_audit::verify_database(&AuditStore::new(db.clone()), &trusted)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.checked, rows);
+}
+
 async fn exec(db: &Database, sql: &str) {
     sqlx::query(sql).execute(db.writer()).await.unwrap();
 }
@@ -688,12 +698,7 @@ async fn concurrent_workers(backend: TestBackend) {
         2000
     );
     assert_eq!(app.count("SELECT MAX(sequence) FROM audit_events").await, 2000);
-    let trusted = atlas_audit::TrustedKeys::new([signer.public().clone()]);
-    let report = atlas_audit::verify_database(&AuditStore::new(app.db.clone()), &trusted)
-        .await
-        .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.checked, 2000);
+    assert_chain_verifies(&app.db, &signer, 2000).await;
     app.stop().await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -771,13 +776,7 @@ async fn concurrent_appends(backend: TestBackend) {
     assert!(data
         .iter()
         .all(|r| r["data"].as_str().unwrap().contains("\"password\":\"[redacted]\"")));
-    let mut trusted = atlas_audit::TrustedKeys::default();
-    trusted.add(signer.public().clone());
-    let report = atlas_audit::verify_database(&AuditStore::new(app.db.clone()), &trusted)
-        .await
-        .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.checked, 200);
+    assert_chain_verifies(&app.db, &signer, 200).await;
     app.stop().await;
 }
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,13 +858,7 @@ async fn chain_keys_upgrade(backend: TestBackend) {
     }
 
     append_items(&sink, 30..40).await;
-    let mut trusted = atlas_audit::TrustedKeys::default();
-    trusted.add(signer.public().clone());
-    let report = atlas_audit::verify_database(&AuditStore::new(db.clone()), &trusted)
-        .await
-        .unwrap();
-    assert!(report.ok, "{report:?}");
-    assert_eq!(report.checked, 40);
+    assert_chain_verifies(&db, &signer, 40).await;
     // A second row on an existing sequence is still refused.
     let copy = "INSERT INTO audit_events (sequence, event_id, type, occurred_at, recorded_at, entity_type, entity_id, data, trace_id, request_id, prev_hash, hash) \
                 SELECT sequence, 'copy', type, occurred_at, recorded_at, entity_type, entity_id, data, trace_id, request_id, 'x', hash FROM audit_events WHERE sequence = 40";

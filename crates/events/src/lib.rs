@@ -8,10 +8,11 @@
 
 pub mod dlq;
 pub mod nats;
+mod recent;
 pub mod runtime;
 
 use atlas_db::sqlx::{self, AnyConnection, Row};
-use atlas_db::{Backend, Statement};
+use atlas_db::{Backend, Database, DbError, Param, Statement};
 use atlas_kernel::settings::Broker;
 use atlas_kernel::{AppContext, ConsumerSet, Module, ModuleError};
 use include_dir::{include_dir, Dir};
@@ -148,24 +149,109 @@ pub(crate) async fn as_delivery<T>(attempt: DeliveryAttempt, handler: impl std::
 /// The span of `consumer` handling `envelope`: a child of the span that
 /// wrote the event, in the event's trace.
 pub fn consume_span(consumer: &str, envelope: &Envelope) -> tracing::Span {
+    head_span(
+        consumer,
+        &Head {
+            event_id: &envelope.event_id,
+            event_type: &envelope.event_type,
+            trace_id: &envelope.trace_id,
+            request_id: &envelope.request_id,
+            span_id: envelope.span_id.as_deref(),
+        },
+    )
+}
+
+/// [`consume_span`] for an envelope a consumer holds as JSON (what
+/// [`Consumer::handle_batch`](atlas_kernel::Consumer::handle_batch) gets):
+/// no copy of the event is made. `None` when `envelope` is not one.
+pub fn consume_span_json(consumer: &str, envelope: &Value) -> Option<tracing::Span> {
+    Head::deserialize(envelope).ok().map(|head| head_span(consumer, &head))
+}
+
+fn head_span(consumer: &str, head: &Head<'_>) -> tracing::Span {
     // Besides Atlas's own fields, the attributes of OpenTelemetry's
     // messaging conventions for processing a message.
     let span = tracing::info_span!(
         "event.consume",
         consumer = %consumer,
-        event_id = %envelope.event_id,
-        event_type = %envelope.event_type,
-        trace_id = %envelope.trace_id,
-        request_id = %envelope.request_id,
+        event_id = %head.event_id,
+        event_type = %head.event_type,
+        trace_id = %head.trace_id,
+        request_id = %head.request_id,
         messaging.operation.type = "process",
         messaging.consumer.group.name = %consumer,
-        messaging.message.id = %envelope.event_id,
-        messaging.destination.name = %envelope.event_type,
-        otel.name = %format!("process {}", envelope.event_type),
+        messaging.message.id = %head.event_id,
+        messaging.destination.name = %head.event_type,
+        otel.name = %format!("process {}", head.event_type),
         otel.kind = "consumer",
     );
-    atlas_telemetry::trace::continue_trace(&span, &envelope.trace_id, envelope.span_id.as_deref());
+    atlas_telemetry::trace::continue_trace(&span, head.trace_id, head.span_id);
     span
+}
+
+/// The envelope fields the consumer runtime itself reads, borrowed from
+/// the envelope's JSON.
+#[derive(Deserialize)]
+struct Head<'a> {
+    event_id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    trace_id: &'a str,
+    request_id: &'a str,
+    #[serde(default)]
+    span_id: Option<&'a str>,
+}
+
+/// An event on its way to consumers: the envelope's JSON, decoded once and
+/// handed to every handler call as it is (no typed copy in between).
+#[derive(Debug, Clone)]
+pub(crate) struct Delivered {
+    json: Value,
+}
+
+impl Delivered {
+    /// Decode an envelope from its stored JSON. `sequence`, when given (the
+    /// outbox row's), is set in it as the envelope's own. Fails on JSON that
+    /// is not an envelope (the fields the runtime reads are missing).
+    pub(crate) fn decode(text: &[u8], sequence: Option<i64>) -> Result<Self, serde_json::Error> {
+        let mut json: Value = serde_json::from_slice(text)?;
+        Head::deserialize(&json)?;
+        if let (Some(sequence), Some(fields)) = (sequence, json.as_object_mut()) {
+            fields.insert("sequence".into(), sequence.into());
+        }
+        Ok(Delivered { json })
+    }
+
+    fn text(&self, field: &str) -> &str {
+        // Present: `decode` checked every field `Head` names.
+        self.json.get(field).and_then(Value::as_str).unwrap_or_default()
+    }
+
+    pub(crate) fn event_id(&self) -> &str {
+        self.text("event_id")
+    }
+
+    pub(crate) fn event_type(&self) -> &str {
+        self.text("type")
+    }
+
+    pub(crate) fn occurred_at(&self) -> &str {
+        self.text("occurred_at")
+    }
+
+    /// The outbox sequence (0 when the envelope carries none).
+    pub(crate) fn sequence(&self) -> i64 {
+        self.json.get("sequence").and_then(Value::as_i64).unwrap_or(0)
+    }
+
+    pub(crate) fn json(&self) -> &Value {
+        &self.json
+    }
+
+    /// The span of `consumer` handling this event.
+    pub(crate) fn span(&self, consumer: &str) -> tracing::Span {
+        consume_span_json(consumer, &self.json).unwrap_or_else(tracing::Span::none)
+    }
 }
 
 /// Who and what caused an event: taken from the request (or job) at hand.
@@ -428,6 +514,10 @@ async fn insert_outbox(
 /// below both backends' limit on bound parameters.
 const APPEND_CHUNK: usize = 500;
 
+/// The outbox's events after `$1`, in order, at most `$2`.
+pub(crate) const OUTBOX_AFTER: &str =
+    "SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2";
+
 /// Read envelopes from the outbox after `after_sequence`, in order, with
 /// their sequence filled in.
 pub async fn read_after(
@@ -435,7 +525,7 @@ pub async fn read_after(
     after_sequence: i64,
     limit: i64,
 ) -> Result<Vec<Envelope>, OutboxError> {
-    let rows = sqlx::query("SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2")
+    let rows = sqlx::query(OUTBOX_AFTER)
         .bind(after_sequence)
         .bind(limit)
         .fetch_all(&mut *conn)
@@ -449,6 +539,19 @@ pub async fn read_after(
             Ok(env)
         })
         .collect()
+}
+
+/// [`read_after`] outside any transaction, through [`Database::read_rows`]:
+/// on SQLite on the calling thread (a bounded range of the outbox's key),
+/// with no pool connection to wait for.
+pub async fn read_envelopes_after(db: &Database, after_sequence: i64, limit: i64) -> Result<Vec<Envelope>, DbError> {
+    db.read_rows(OUTBOX_AFTER, &[Param::Int(after_sequence), Param::Int(limit)], |row| {
+        let mut envelope: Envelope =
+            serde_json::from_str(&row.text(1)?).map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))?;
+        envelope.sequence = Some(row.int(0)?);
+        Ok(envelope)
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -12,6 +12,10 @@
 //! offset commit redelivers that event); the processed records make a
 //! redelivery of an already-handled event a no-op.
 //!
+//! The consumers of a process share the events one of them read last
+//! ([`RecentEvents`]): each envelope is decoded once, and every handler
+//! gets that same JSON.
+//!
 //! A step that read a full batch is followed at once by the next; a step
 //! that caught up waits `events.poll_interval_ms` first. Under load a step
 //! thus handles what arrived during one interval, and an event waits at
@@ -29,7 +33,8 @@ use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::Envelope;
+use crate::recent::RecentEvents;
+use crate::Delivered;
 
 /// Runs every consumer until shutdown.
 pub struct ConsumerRuntime {
@@ -45,7 +50,7 @@ pub enum RuntimeError {
     Database(#[from] sqlx::Error),
     #[error("consumer runtime: {0}")]
     Db(#[from] DbError),
-    #[error("consumer runtime: stored envelope is not valid JSON: {0}")]
+    #[error("consumer runtime: stored envelope is not valid: {0}")]
     Envelope(#[from] serde_json::Error),
 }
 
@@ -69,11 +74,15 @@ impl ConsumerRuntime {
     /// One task per consumer, plus one that prunes old processed records.
     pub fn spawn(self, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
         let mut tasks = Vec::new();
+        // Room for the batches of two steps: consumers a step or so apart
+        // share their decoded events.
+        let recent = Arc::new(RecentEvents::new(2 * self.settings.max_ack_pending as usize));
         for consumer in self.consumers {
             let worker = ConsumerTask {
                 db: self.db.clone(),
                 settings: self.settings.clone(),
                 handling: Handling::new(self.db.clone(), consumer, self.gate.clone()),
+                recent: recent.clone(),
             };
             let shutdown = shutdown.clone();
             tasks.push(tokio::spawn(async move { worker.run(shutdown).await }));
@@ -91,6 +100,7 @@ struct ConsumerTask {
     db: Database,
     settings: EventsSettings,
     handling: Handling,
+    recent: Arc<RecentEvents>,
 }
 
 impl ConsumerTask {
@@ -144,19 +154,7 @@ impl ConsumerTask {
             )
             .await?
             .unwrap_or(0);
-        let envelopes = self
-            .db
-            .read_rows(
-                "SELECT sequence, envelope FROM outbox WHERE sequence > $1 ORDER BY sequence LIMIT $2",
-                &[Param::Int(offset), Param::Int(i64::from(self.settings.max_ack_pending))],
-                |row| {
-                    let mut envelope: Envelope = serde_json::from_str(&row.text(1)?)
-                        .map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))?;
-                    envelope.sequence = Some(row.int(0)?);
-                    Ok(envelope)
-                },
-            )
-            .await?;
+        let envelopes = self.read_after(offset).await?;
         self.handling
             .report_lag((outbox_head(&self.db).await? - offset).max(0) as u64);
         let seen = envelopes.len();
@@ -176,10 +174,35 @@ impl ConsumerTask {
         Ok(seen)
     }
 
+    /// Up to `events.max_ack_pending` events after `offset`: first those
+    /// another consumer's step just read, then the rest from the outbox.
+    async fn read_after(&self, offset: i64) -> Result<Vec<Arc<Delivered>>, DbError> {
+        let limit = self.settings.max_ack_pending as usize;
+        let mut envelopes = self.recent.after(offset, limit);
+        if envelopes.len() < limit {
+            let from = envelopes.last().map_or(offset, |e| e.sequence());
+            let read = self
+                .db
+                .read_rows(
+                    crate::OUTBOX_AFTER,
+                    &[Param::Int(from), Param::Int((limit - envelopes.len()) as i64)],
+                    |row| {
+                        Delivered::decode(row.text(1)?.as_bytes(), Some(row.int(0)?))
+                            .map(Arc::new)
+                            .map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))
+                    },
+                )
+                .await?;
+            self.recent.extend(from, &read);
+            envelopes.extend(read);
+        }
+        Ok(envelopes)
+    }
+
     /// Deliver one event (if wanted) and commit the offset past it. Returns
     /// false when shutdown interrupted it.
-    async fn deliver_one(&self, envelope: &Envelope, shutdown: &CancellationToken) -> Result<bool, RuntimeError> {
-        let handled = if self.handling.wants(&envelope.event_type) {
+    async fn deliver_one(&self, envelope: &Delivered, shutdown: &CancellationToken) -> Result<bool, RuntimeError> {
+        let handled = if self.handling.wants(envelope.event_type()) {
             match self.deliver(envelope, shutdown).await? {
                 Delivery::Handled => true,
                 Delivery::DeadLettered => false,
@@ -188,8 +211,8 @@ impl ConsumerTask {
         } else {
             false
         };
-        let ids: &[&str] = if handled { &[envelope.event_id.as_str()] } else { &[] };
-        self.commit(envelope.sequence.unwrap_or(0), ids).await?;
+        let ids: &[&str] = if handled { &[envelope.event_id()] } else { &[] };
+        self.commit(envelope.sequence(), ids).await?;
         Ok(true)
     }
 
@@ -198,14 +221,14 @@ impl ConsumerTask {
     /// records per run; a failing run is delivered again one by one.
     async fn step_in_batches(
         &self,
-        envelopes: &[Envelope],
+        envelopes: &[Arc<Delivered>],
         batch_size: usize,
         shutdown: &CancellationToken,
     ) -> Result<(), RuntimeError> {
         let candidates: Vec<&str> = envelopes
             .iter()
-            .filter(|e| self.handling.wants(&e.event_type))
-            .map(|e| e.event_id.as_str())
+            .filter(|e| self.handling.wants(e.event_type()))
+            .map(|e| e.event_id())
             .collect();
         let processed = self.handling.processed_among(&candidates).await?;
         let mut start = 0;
@@ -217,18 +240,18 @@ impl ConsumerTask {
             let mut batch = Vec::new();
             while end < envelopes.len() && batch.len() < batch_size {
                 let e = &envelopes[end];
-                if self.handling.wants(&e.event_type) && !processed.contains(&e.event_id) {
-                    batch.push(e);
+                if self.handling.wants(e.event_type()) && !processed.contains(e.event_id()) {
+                    batch.push(e.as_ref());
                 }
                 end += 1;
             }
-            let last = envelopes[end - 1].sequence.unwrap_or(0);
+            let last = envelopes[end - 1].sequence();
             if batch.is_empty() {
                 self.commit(last, &[]).await?;
             } else {
                 match self.handling.attempt_batch(&batch).await {
                     Ok(()) => {
-                        let ids: Vec<&str> = batch.iter().map(|e| e.event_id.as_str()).collect();
+                        let ids: Vec<&str> = batch.iter().map(|e| e.event_id()).collect();
                         self.commit(last, &ids).await?;
                     }
                     Err(error) => {
@@ -248,9 +271,9 @@ impl ConsumerTask {
 
     /// Hand one event to the handler, retrying; dead-letter it after the
     /// last attempt.
-    async fn deliver(&self, envelope: &Envelope, shutdown: &CancellationToken) -> Result<Delivery, RuntimeError> {
+    async fn deliver(&self, envelope: &Delivered, shutdown: &CancellationToken) -> Result<Delivery, RuntimeError> {
         let handling = &self.handling;
-        if handling.already_processed(&envelope.event_id).await? {
+        if handling.already_processed(envelope.event_id()).await? {
             return Ok(Delivery::Handled);
         }
         let mut attempt = 0u32;
@@ -304,17 +327,17 @@ impl ConsumerTask {
         Ok(())
     }
 
-    async fn dead_letter(&self, envelope: &Envelope, attempts: u32, error: &str) -> Result<(), RuntimeError> {
+    async fn dead_letter(&self, envelope: &Delivered, attempts: u32, error: &str) -> Result<(), RuntimeError> {
         sqlx::query(
             "INSERT INTO dead_letters (id, consumer, event_id, event_type, sequence, envelope, attempts, last_error, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(self.handling.name())
-        .bind(&envelope.event_id)
-        .bind(&envelope.event_type)
-        .bind(envelope.sequence.unwrap_or(0))
-        .bind(serde_json::to_string(envelope)?)
+        .bind(envelope.event_id())
+        .bind(envelope.event_type())
+        .bind(envelope.sequence())
+        .bind(serde_json::to_string(envelope.json())?)
         .bind(i64::from(attempts))
         .bind(error)
         .bind(atlas_db::now())
@@ -335,7 +358,7 @@ impl ConsumerTask {
             )
             .await?;
         for (id, envelope) in rows {
-            let envelope: Envelope = serde_json::from_str(&envelope)?;
+            let envelope = Delivered::decode(envelope.as_bytes(), None)?;
             let handled = match self.deliver(&envelope, shutdown).await? {
                 Delivery::Interrupted => return Ok(()),
                 Delivery::Handled => true,
@@ -354,7 +377,7 @@ impl ConsumerTask {
                      ON CONFLICT (consumer, event_id) DO NOTHING",
                 )
                 .bind(self.handling.name())
-                .bind(&envelope.event_id)
+                .bind(envelope.event_id())
                 .bind(atlas_db::now())
                 .execute(&mut *tx)
                 .await?;
@@ -486,18 +509,15 @@ impl Handling {
     }
 
     /// Call the batch handler once for `envelopes`, recording metrics.
-    pub(crate) async fn attempt_batch(&self, envelopes: &[&Envelope]) -> Result<(), atlas_kernel::ModuleError> {
-        let json = envelopes
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<_>, _>>()?;
+    pub(crate) async fn attempt_batch(&self, envelopes: &[&Delivered]) -> Result<(), atlas_kernel::ModuleError> {
+        let json: Vec<&serde_json::Value> = envelopes.iter().map(|e| e.json()).collect();
         let span = tracing::info_span!("event.consume_batch", consumer = %self.name, events = envelopes.len());
         // Each event also gets its own span in its own trace, open while the
         // batch is handled, so every event's trace shows this consumer.
         let per_event: Vec<tracing::Span> = if self.consumer.spans_each_event() {
             Vec::new()
         } else {
-            envelopes.iter().map(|e| self.span(e)).collect()
+            envelopes.iter().map(|e| e.span(&self.name)).collect()
         };
         let started = Instant::now();
         let result = tracing::Instrument::instrument(self.consumer.handle_batch(&json), span).await;
@@ -509,52 +529,48 @@ impl Handling {
                 .increment(envelopes.len() as u64);
             if let Some(last) = envelopes.last() {
                 metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => self.name.clone())
-                    .set(seconds_since(&last.occurred_at));
+                    .set(seconds_since(last.occurred_at()));
             }
         }
         result
-    }
-
-    fn span(&self, envelope: &Envelope) -> tracing::Span {
-        crate::consume_span(&self.name, envelope)
     }
 
     /// Call the handler once, as `delivery`, inside the event's span,
     /// recording metrics.
     pub(crate) async fn attempt(
         &self,
-        envelope: &Envelope,
+        envelope: &Delivered,
         delivery: crate::DeliveryAttempt,
     ) -> Result<(), atlas_kernel::ModuleError> {
-        let json = serde_json::to_value(envelope)?;
         let started = Instant::now();
-        let handler = tracing::Instrument::instrument(self.consumer.handle(&json), self.span(envelope));
+        let handler = tracing::Instrument::instrument(self.consumer.handle(envelope.json()), envelope.span(&self.name));
         let result = crate::as_delivery(delivery, handler).await;
         metrics::histogram!("atlas_events_consumer_handler_duration_seconds", "consumer" => self.name.clone())
             .record(started.elapsed().as_secs_f64());
         if result.is_ok() {
             metrics::counter!("atlas_events_consumer_processed_total", "consumer" => self.name.clone()).increment(1);
             metrics::gauge!("atlas_events_consumer_lag_seconds", "consumer" => self.name.clone())
-                .set(seconds_since(&envelope.occurred_at));
+                .set(seconds_since(envelope.occurred_at()));
         }
         result
     }
 
     pub(crate) fn will_retry(
         &self,
-        envelope: &Envelope,
+        envelope: &Delivered,
         attempt: u32,
         error: &atlas_kernel::ModuleError,
         delay: Duration,
     ) {
-        self.span(envelope).in_scope(
+        envelope.span(&self.name).in_scope(
             || tracing::warn!(attempt, %error, retry_in_ms = delay.as_millis() as u64, "handler failed; will retry"),
         );
         metrics::counter!("atlas_events_consumer_retried_total", "consumer" => self.name.clone()).increment(1);
     }
 
-    pub(crate) fn gave_up(&self, envelope: &Envelope, attempts: u32, error: &atlas_kernel::ModuleError) {
-        self.span(envelope)
+    pub(crate) fn gave_up(&self, envelope: &Delivered, attempts: u32, error: &atlas_kernel::ModuleError) {
+        envelope
+            .span(&self.name)
             .in_scope(|| tracing::error!(attempts, %error, "handler failed; event dead-lettered"));
         metrics::counter!("atlas_events_consumer_dead_lettered_total", "consumer" => self.name.clone()).increment(1);
     }

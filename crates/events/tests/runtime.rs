@@ -101,7 +101,7 @@ impl Consumer for Recorder {
     fn idempotent(&self) -> bool {
         self.idempotent
     }
-    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+    async fn handle_batch(&self, envelopes: &[&serde_json::Value]) -> Result<(), ModuleError> {
         if self.fail_batches.load(Ordering::SeqCst) {
             return Err("this batch cannot be taken".into());
         }
@@ -912,3 +912,31 @@ async fn batches_are_taken_whole_or_redelivered_one_by_one(mode: Mode) {
     h.stop().await;
 }
 all_modes!(batch_consumers, batches_are_taken_whole_or_redelivered_one_by_one);
+
+/// Consumers far apart in the log share what one of them decoded last
+/// (embedded brokers): each still gets every event once, in commit order,
+/// while a slow one falls out of the shared run and reads the outbox again.
+async fn consumers_at_different_speeds_each_get_the_whole_log(mode: Mode) {
+    let fast = Recorder::new("fast", &[], false);
+    let slow = Recorder::new("slow", &[], false);
+    slow.delay_ms.store(2, Ordering::SeqCst);
+    let batched = Recorder::batched("batched", 5, false);
+    let recorders = vec![fast.clone(), slow.clone(), batched.clone()];
+    // Batches of 8 and a shared run of 16: the run moves on many times.
+    let Some(h) = start_with(mode, recorders, |s| s.events.max_ack_pending = 8).await else {
+        return;
+    };
+    let ids = emit_batched(&h.db, 300, 7).await;
+    for recorder in [&fast, &slow, &batched] {
+        eventually(&format!("{} caught up", recorder.name), async || {
+            recorder.seen().len() >= ids.len()
+        })
+        .await;
+        assert_eq!(recorder.seen(), ids, "{}: every event once, in order", recorder.name);
+    }
+    h.stop().await;
+}
+all_modes!(
+    consumers_at_different_speeds,
+    consumers_at_different_speeds_each_get_the_whole_log
+);

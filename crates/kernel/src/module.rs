@@ -107,7 +107,7 @@ pub trait Consumer: Send + Sync + 'static {
     /// none. An error makes the runtime hand the same events to `handle`
     /// one at a time (with retries and dead letters as usual). The default
     /// calls `handle` for each.
-    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+    async fn handle_batch(&self, envelopes: &[&serde_json::Value]) -> Result<(), ModuleError> {
         for envelope in envelopes {
             self.handle(envelope).await?;
         }

@@ -64,14 +64,14 @@ impl Consumer for RecordingConsumer {
     }
 
     async fn handle(&self, envelope: &serde_json::Value) -> Result<(), ModuleError> {
-        self.handle_batch(std::slice::from_ref(envelope)).await
+        self.handle_batch(&[envelope]).await
     }
 
     fn batch_size(&self) -> usize {
         self.batch_size
     }
 
-    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+    async fn handle_batch(&self, envelopes: &[&serde_json::Value]) -> Result<(), ModuleError> {
         let now = atlas_db::now();
         let sql = format!(
             "INSERT INTO recorded_events (event_id, deliveries, handled_at) VALUES {}

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use atlas_events::Envelope;
 use atlas_kernel::{Consumer, ModuleError};
+use serde::Deserialize as _;
 
 use crate::chain::{redact, AuditEntity};
 use crate::signing::NodeKey;
@@ -122,10 +123,10 @@ impl Consumer for AuditSink {
         256
     }
 
-    async fn handle_batch(&self, envelopes: &[serde_json::Value]) -> Result<(), ModuleError> {
+    async fn handle_batch(&self, envelopes: &[&serde_json::Value]) -> Result<(), ModuleError> {
         let envelopes = envelopes
             .iter()
-            .map(|e| serde_json::from_value(e.clone()))
+            .map(|e| Envelope::deserialize(*e))
             .collect::<Result<Vec<Envelope>, _>>()
             .map_err(AuditError::from)?;
         self.record_many(&envelopes).await?;

@@ -163,17 +163,14 @@ pub async fn fired(
 pub const BATCH: usize = 256;
 
 /// Handle `events` in order with `handle`, each inside its own consumer span.
-async fn one_by_one<'a, F, Fut>(consumer: &str, events: &'a [Value], mut handle: F) -> Result<(), ModuleError>
+async fn one_by_one<'a, F, Fut>(consumer: &str, events: &[&'a Value], mut handle: F) -> Result<(), ModuleError>
 where
     F: FnMut(&'a Value) -> Fut,
     Fut: std::future::Future<Output = Result<(), ModuleError>>,
 {
     use tracing::Instrument as _;
-    for event in events {
-        let span = match serde_json::from_value::<atlas_events::Envelope>(event.clone()) {
-            Ok(envelope) => atlas_events::consume_span(consumer, &envelope),
-            Err(_) => tracing::Span::none(),
-        };
+    for &event in events {
+        let span = atlas_events::consume_span_json(consumer, event).unwrap_or_else(tracing::Span::none);
         handle(event).instrument(span).await?;
     }
     Ok(())
@@ -249,7 +246,7 @@ impl<W: RuleWork> Consumer for RuleConsumer<W> {
         true
     }
 
-    async fn handle_batch(&self, events: &[Value]) -> Result<(), ModuleError> {
+    async fn handle_batch(&self, events: &[&Value]) -> Result<(), ModuleError> {
         self.0.book().refresh().await?;
         one_by_one(W::NAME, events, |e| self.0.handle_fresh(e)).await
     }

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{token, NatsError, NatsLog, REPLAY_FOR_HEADER};
 use crate::runtime::{backoff, Handling};
-use crate::Envelope;
+use crate::Delivered;
 
 /// How long a batching consumer waits for more messages after the first.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
@@ -193,7 +193,7 @@ impl NatsConsumer {
             .info()
             .map(|i| (i.delivered.max(1), i.stream_sequence))
             .unwrap_or((1, 0));
-        let envelope: Envelope = match serde_json::from_slice(&message.payload) {
+        let envelope = match Delivered::decode(&message.payload, None) {
             Ok(envelope) => envelope,
             Err(e) => {
                 tracing::error!(consumer = %name, error = %e, subject = %message.subject, "message is not an event envelope; terminating it");
@@ -207,11 +207,11 @@ impl NatsConsumer {
             .and_then(|h| h.get(REPLAY_FOR_HEADER))
             .map(|v| v.as_str().to_string());
         let for_someone_else = replay_for.is_some_and(|target| target != token(name));
-        if for_someone_else || !self.handling.wants(&envelope.event_type) {
+        if for_someone_else || !self.handling.wants(envelope.event_type()) {
             ack(AckKind::Ack).await;
             return Ok(());
         }
-        if self.handling.already_processed(&envelope.event_id).await? {
+        if self.handling.already_processed(envelope.event_id()).await? {
             ack(AckKind::Ack).await;
             return Ok(());
         }
@@ -222,7 +222,7 @@ impl NatsConsumer {
         };
         match self.handling.attempt(&envelope, delivery).await {
             Ok(()) => {
-                self.handling.mark_processed(&[envelope.event_id.as_str()]).await?;
+                self.handling.mark_processed(&[envelope.event_id()]).await?;
                 ack(AckKind::Ack).await;
             }
             Err(error) if attempt >= self.settings.max_deliver => {
@@ -252,7 +252,7 @@ impl NatsConsumer {
         let name = self.handling.name();
         let mut candidates = Vec::with_capacity(messages.len());
         for message in messages {
-            let envelope: Option<Envelope> = serde_json::from_slice(&message.payload).ok();
+            let envelope = Delivered::decode(&message.payload, None).ok();
             let replay_for = message
                 .headers
                 .as_ref()
@@ -265,7 +265,7 @@ impl NatsConsumer {
             match envelope {
                 Some(envelope)
                     if !redelivered
-                        && self.handling.wants(&envelope.event_type)
+                        && self.handling.wants(envelope.event_type())
                         && replay_for.is_none_or(|target| target == token(name)) =>
                 {
                     candidates.push((message, envelope))
@@ -276,21 +276,21 @@ impl NatsConsumer {
                 Some(_) => acknowledge(&message, AckKind::Ack, name).await,
             }
         }
-        let ids: Vec<&str> = candidates.iter().map(|(_, e)| e.event_id.as_str()).collect();
+        let ids: Vec<&str> = candidates.iter().map(|(_, e)| e.event_id()).collect();
         let processed = self.handling.processed_among(&ids).await?;
         let (done, fresh): (Vec<_>, Vec<_>) = candidates
             .into_iter()
-            .partition(|(_, e)| processed.contains(&e.event_id));
+            .partition(|(_, e)| processed.contains(e.event_id()));
         for (message, _) in &done {
             acknowledge(message, AckKind::Ack, name).await;
         }
         if fresh.is_empty() {
             return Ok(());
         }
-        let envelopes: Vec<&Envelope> = fresh.iter().map(|(_, e)| e).collect();
+        let envelopes: Vec<&Delivered> = fresh.iter().map(|(_, e)| e).collect();
         match self.handling.attempt_batch(&envelopes).await {
             Ok(()) => {
-                let ids: Vec<&str> = envelopes.iter().map(|e| e.event_id.as_str()).collect();
+                let ids: Vec<&str> = envelopes.iter().map(|e| e.event_id()).collect();
                 self.handling.mark_processed(&ids).await?;
                 for (message, _) in &fresh {
                     acknowledge(message, AckKind::Ack, name).await;
@@ -308,7 +308,7 @@ impl NatsConsumer {
 
     async fn dead_letter(
         &self,
-        envelope: &Envelope,
+        envelope: &Delivered,
         stream_sequence: u64,
         attempts: u32,
         error: &str,
@@ -320,11 +320,11 @@ impl NatsConsumer {
         headers.insert(super::dlq::ERROR_HEADER, super::dlq::header_safe(error).as_str());
         headers.insert(super::dlq::FAILED_AT_HEADER, atlas_db::now().as_str());
         let publish = PublishMessage::build()
-            .payload(serde_json::to_vec(envelope)?.into())
+            .payload(serde_json::to_vec(envelope.json())?.into())
             .headers(headers)
             // Unique per delivered message, so a redelivery after a crash
             // right here is dropped but a replayed event can die again.
-            .message_id(format!("dlq:{}:{}:{stream_sequence}", token(name), envelope.event_id));
+            .message_id(format!("dlq:{}:{}:{stream_sequence}", token(name), envelope.event_id()));
         let ack = self
             .log
             .jetstream()

@@ -51,10 +51,7 @@ impl Hub {
 
     async fn tail(&self, mut after: i64, shutdown: CancellationToken) {
         loop {
-            let batch = match self.db.reader().acquire().await {
-                Ok(mut conn) => atlas_events::read_after(&mut conn, after, TAIL_BATCH).await,
-                Err(e) => Err(atlas_events::OutboxError::Database(e)),
-            };
+            let batch = atlas_events::read_envelopes_after(&self.db, after, TAIL_BATCH).await;
             let idle = match batch {
                 Ok(batch) => {
                     // Less than a full batch means caught up: wait a poll

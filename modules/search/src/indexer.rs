@@ -523,11 +523,9 @@ impl Feed {
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
-                let mut conn = db.reader().acquire().await?;
-                let envelopes = atlas_events::read_after(&mut conn, *position as i64, OUTBOX_BATCH)
+                let envelopes = atlas_events::read_envelopes_after(db, *position as i64, OUTBOX_BATCH)
                     .await
                     .map_err(|e| SearchError::Log(e.to_string()))?;
-                drop(conn);
                 *caught_up = envelopes.len() < OUTBOX_BATCH as usize;
                 if envelopes.is_empty() {
                     return Ok(Vec::new());

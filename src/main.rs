@@ -14,10 +14,14 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 fn main() -> std::process::ExitCode {
     // Give freed pages back to the OS at once rather than after a second:
     // the server's idle memory drops by a third (87 → 60 MB) and its peak
-    // under a write load by a fifth, at no measurable cost in throughput.
-    // SAFETY: mi_option_set stores an integer option; any value is valid
-    // for this option and mimalloc reads it atomically.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // under a write load by a fifth, for some throughput (page faults; see
+    // docs/configuration.md, "Memory allocator"). `MIMALLOC_PURGE_DELAY`
+    // in the environment, which mimalloc reads itself, wins.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores an integer option; any value is
+        // valid for this option and mimalloc reads it atomically.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
     // No transparent huge pages: mimalloc asks for them on its regions, and
     // then a 2 MiB page stays resident for a few live objects. Peak memory
     // during item creates drops by a sixth (117 → 97 MiB) at the same

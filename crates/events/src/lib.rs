@@ -534,11 +534,16 @@ pub async fn read_after(
         .map(|r| {
             let seq: i64 = r.try_get(0)?;
             let text: String = r.try_get(1)?;
-            let mut env: Envelope = serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-            env.sequence = Some(seq);
-            Ok(env)
+            Ok(stored_envelope(&text, seq).map_err(|e| sqlx::Error::Decode(Box::new(e)))?)
         })
         .collect()
+}
+
+/// An envelope as the outbox stores it, with the row's `sequence`.
+fn stored_envelope(text: &str, sequence: i64) -> Result<Envelope, serde_json::Error> {
+    let mut envelope: Envelope = serde_json::from_str(text)?;
+    envelope.sequence = Some(sequence);
+    Ok(envelope)
 }
 
 /// [`read_after`] outside any transaction, through [`Database::read_rows`]:
@@ -546,10 +551,7 @@ pub async fn read_after(
 /// with no pool connection to wait for.
 pub async fn read_envelopes_after(db: &Database, after_sequence: i64, limit: i64) -> Result<Vec<Envelope>, DbError> {
     db.read_rows(OUTBOX_AFTER, &[Param::Int(after_sequence), Param::Int(limit)], |row| {
-        let mut envelope: Envelope =
-            serde_json::from_str(&row.text(1)?).map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))?;
-        envelope.sequence = Some(row.int(0)?);
-        Ok(envelope)
+        stored_envelope(&row.text(1)?, row.int(0)?).map_err(|e| DbError::Decode(format!("outbox envelope: {e}")))
     })
     .await
 }

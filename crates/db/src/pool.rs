@@ -130,7 +130,7 @@ impl Database {
             };
             let group = GroupCommit::new(writer.clone(), direct.clone());
             if let Some((path, busy)) = direct {
-                crate::checkpoint::spawn(path, busy, Arc::downgrade(&group));
+                crate::checkpoint::spawn(path, busy, Arc::downgrade(&group), group.finish_checkpoint());
             }
             Ok(Database {
                 reader,

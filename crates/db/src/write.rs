@@ -39,6 +39,7 @@ use sqlx::{Any, AnyConnection, AnyPool, Executor};
 use tokio::sync::{oneshot, Mutex, OwnedMutexGuard};
 
 use crate::batch::Statement;
+use crate::checkpoint::FinishRequest;
 use crate::DbError;
 
 /// Writers in one group at most.
@@ -59,6 +60,9 @@ pub(crate) struct GroupCommit {
     direct_path: Option<(PathBuf, Duration)>,
     /// The write thread's queue (started on first use, again if it died).
     batches: std::sync::Mutex<Option<mpsc::Sender<Job>>>,
+    /// Raised by the checkpoint task when the write thread should finish a
+    /// checkpoint between two groups (see `checkpoint.rs`).
+    finish_checkpoint: FinishRequest,
 }
 
 /// A batch queued for the write thread.
@@ -99,7 +103,13 @@ impl GroupCommit {
             waiting: Arc::new(AtomicUsize::new(0)),
             direct_path,
             batches: std::sync::Mutex::new(None),
+            finish_checkpoint: FinishRequest::default(),
         })
+    }
+
+    /// What the checkpoint task raises to ask the write thread for a checkpoint.
+    pub(crate) fn finish_checkpoint(&self) -> FinishRequest {
+        self.finish_checkpoint.clone()
     }
 
     pub(crate) fn has_direct(&self) -> bool {
@@ -220,6 +230,7 @@ impl GroupCommit {
             busy_timeout,
             runtime,
             conn: None,
+            finish_checkpoint: self.finish_checkpoint.clone(),
         };
         std::thread::Builder::new()
             .name("atlas-sqlite-writer".into())
@@ -288,6 +299,7 @@ struct WriteThread {
     /// Opened by the first group (a group that could not open it fails,
     /// and the next one tries again).
     conn: Option<rusqlite::Connection>,
+    finish_checkpoint: FinishRequest,
 }
 
 impl WriteThread {
@@ -319,9 +331,15 @@ impl WriteThread {
             }
             Ok::<(), sqlx::Error>(())
         });
+        let finish = self.finish_checkpoint.clone();
         let conn = ready.map_err(DbError::from).and_then(|()| self.connection());
         match conn {
-            Ok(conn) => run_group(conn, jobs, queue),
+            Ok(conn) => {
+                // Under the write lock and before the group begins: no frame
+                // is added while it runs.
+                crate::checkpoint::finish_if_asked(conn, &finish);
+                run_group(conn, jobs, queue)
+            }
             Err(e) => fail_all(jobs, &e.to_string()),
         }
         guard.conn = None;

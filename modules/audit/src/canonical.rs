@@ -46,7 +46,14 @@ fn write_value(out: &mut String, value: &Value) {
         }
         Value::Object(map) => {
             let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            members.sort_by(|(a, _), (b, _)| {
+                // For ASCII names UTF-16 order is byte order.
+                if a.is_ascii() && b.is_ascii() {
+                    a.as_bytes().cmp(b.as_bytes())
+                } else {
+                    a.encode_utf16().cmp(b.encode_utf16())
+                }
+            });
             out.push('{');
             for (i, (name, member)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -63,19 +70,28 @@ fn write_value(out: &mut String, value: &Value) {
 
 fn write_string(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{08}' => out.push_str("\\b"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\u{0c}' => out.push_str("\\f"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
+    // Runs of characters written as they are go in as one slice; only the
+    // few that JCS escapes (all ASCII, so never inside a longer UTF-8
+    // sequence) end a run.
+    let mut start = 0;
+    for (i, byte) in s.bytes().enumerate() {
+        if byte >= 0x20 && byte != b'"' && byte != b'\\' {
+            continue;
         }
+        out.push_str(&s[start..i]);
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x08 => out.push_str("\\b"),
+            b'\t' => out.push_str("\\t"),
+            b'\n' => out.push_str("\\n"),
+            0x0c => out.push_str("\\f"),
+            b'\r' => out.push_str("\\r"),
+            control => out.push_str(&format!("\\u{control:04x}")),
+        }
+        start = i + 1;
     }
+    out.push_str(&s[start..]);
     out.push('"');
 }
 
@@ -142,6 +158,21 @@ mod tests {
             to_canonical_string(&v),
             "\"q\\\"b\\\\ \\n\\t\\u0001 é € 😀 \u{7f} </script>\""
         );
+    }
+
+    #[test]
+    fn every_ascii_character_is_escaped_as_jcs_says() {
+        // JCS escapes exactly what serde_json's writer escapes, the same way.
+        for byte in 0u8..0x80 {
+            let c = char::from(byte);
+            for text in [format!("{c}"), format!("é{c}😀"), format!("{c}ab{c}")] {
+                assert_eq!(
+                    to_canonical_string(&json!(text)),
+                    serde_json::to_string(&text).expect("serialize"),
+                    "byte {byte:#04x} in {text:?}"
+                );
+            }
+        }
     }
 
     #[test]

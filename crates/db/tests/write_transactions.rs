@@ -465,6 +465,15 @@ async fn a_batch_refused_by_a_foreign_key_writes_nothing(backend: TestBackend) {
 }
 both_backends!(batch_foreign_key, a_batch_refused_by_a_foreign_key_writes_nothing);
 
+/// The database file of a SQLite test database.
+fn sqlite_file(test_db: &TestDatabase) -> std::path::PathBuf {
+    test_db
+        .url
+        .strip_prefix("sqlite://")
+        .map(std::path::PathBuf::from)
+        .expect("a SQLite URL names its file")
+}
+
 /// Under sustained writes the WAL is copied back into the database file by
 /// the checkpoint task, not by the writers' commits (their own checkpoints
 /// are only a backstop far away): the rows reach the main file while the
@@ -474,11 +483,7 @@ async fn the_checkpoint_task_copies_the_wal_back() {
     let Some((test_db, db)) = setup(TestBackend::Sqlite).await else {
         return;
     };
-    let file = test_db
-        .url
-        .strip_prefix("sqlite://")
-        .map(std::path::PathBuf::from)
-        .expect("a SQLite URL names its file");
+    let file = sqlite_file(&test_db);
     let body = "x".repeat(1000);
     for i in 0..2000i64 {
         db.write_batch(vec![note(i, &body)]).await.expect("write");
@@ -509,11 +514,7 @@ async fn the_wal_starts_again_under_writes_that_never_pause() {
     let Some((test_db, db)) = setup(TestBackend::Sqlite).await else {
         return;
     };
-    let wal = test_db
-        .url
-        .strip_prefix("sqlite://")
-        .map(|file| std::path::PathBuf::from(format!("{file}-wal")))
-        .expect("a SQLite URL names its file");
+    let wal = std::path::PathBuf::from(format!("{}-wal", sqlite_file(&test_db).display()));
     // Eight writers at once, so that the write thread always has a group
     // waiting, each rewriting a row of its own about a page long: every
     // update appends a frame, 40,000 in all, four times the backstop.

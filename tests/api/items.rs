@@ -372,3 +372,79 @@ async fn a_locked_sqlite_database_answers_503_with_retry_after() {
     app.item(&u, &c, json!({"title": "waits"})).await;
     app.stop().await;
 }
+
+/// Upgrading a database that already holds tagged items keeps every link:
+/// on SQLite `item_tags` is rebuilt as a WITHOUT ROWID table (one b-tree
+/// insert fewer per tag written), its rows copied; on PostgreSQL the
+/// migration changes nothing. Tag filters and counts read the same after.
+async fn tag_links_survive_the_item_tags_rebuild(backend: TestBackend) {
+    let Some(db) = atlas_testkit::TestDatabase::new(backend).await else {
+        return;
+    };
+    let pool = db.connect().await;
+    let all = atlas_kernel::ModuleRegistry::discover()
+        .expect("modules")
+        .migrations()
+        .expect("migrations");
+    let rebuild = |m: &atlas_db::Migration| m.module == "items" && m.name == "item_tags_without_rowid";
+    assert!(all.iter().any(rebuild), "the migration exists");
+    let before: Vec<atlas_db::Migration> = all.iter().filter(|m| !rebuild(m)).cloned().collect();
+    let migrator = atlas_db::Migrator::new(&pool);
+    migrator.up(&before).await.expect("migrations before the rebuild");
+    let now = "2026-11-25T10:00:00.000000Z";
+    let rows = [
+        "INSERT INTO users (id, email, password_hash, created_at, updated_at) VALUES ('u1', 'u1@example.org', 'x', $1, $1)",
+        "INSERT INTO collections (id, name, slug, created_by, created_at, updated_at) VALUES ('c1', 'C', 'c', 'u1', $1, $1)",
+        "INSERT INTO items (id, collection_id, title, tags, version, created_by, created_at, updated_at)
+         VALUES ('i1', 'c1', 'one', '[\"rust\",\"go\"]', 1, 'u1', $1, $1), ('i2', 'c1', 'two', '[\"rust\"]', 1, 'u1', $1, $1)",
+        "INSERT INTO tags (id, collection_id, name) VALUES ('t1', 'c1', 'rust'), ('t2', 'c1', 'go')",
+        "INSERT INTO item_tags (item_id, tag_id) VALUES ('i1', 't1'), ('i1', 't2'), ('i2', 't1')",
+    ];
+    for sql in rows {
+        atlas_db::sqlx::query(sql)
+            .bind(now)
+            .execute(pool.writer())
+            .await
+            .expect(sql);
+    }
+    let applied = migrator.up(&all).await.expect("the rebuild");
+    assert_eq!(applied.len(), 1, "only the rebuild was pending");
+    let links: Vec<(String, String)> =
+        atlas_db::sqlx::query_as("SELECT item_id, tag_id FROM item_tags ORDER BY item_id, tag_id")
+            .fetch_all(pool.reader())
+            .await
+            .unwrap();
+    let links: Vec<(&str, &str)> = links.iter().map(|(i, t)| (i.as_str(), t.as_str())).collect();
+    assert_eq!(links, [("i1", "t1"), ("i1", "t2"), ("i2", "t1")]);
+    // The by-tag index is back, and the links still cascade.
+    let by_tag: Vec<(String,)> =
+        atlas_db::sqlx::query_as("SELECT item_id FROM item_tags WHERE tag_id = 't1' ORDER BY item_id")
+            .fetch_all(pool.reader())
+            .await
+            .unwrap();
+    assert_eq!(by_tag, [("i1".to_string(),), ("i2".to_string(),)]);
+    if backend == TestBackend::Sqlite {
+        let (sql,): (String,) = atlas_db::sqlx::query_as("SELECT sql FROM sqlite_master WHERE name = 'item_tags'")
+            .fetch_one(pool.reader())
+            .await
+            .unwrap();
+        assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+        let (indexes,): (i64,) = atlas_db::sqlx::query_as(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'item_tags' AND name = 'item_tags_by_tag'",
+        )
+        .fetch_one(pool.reader())
+        .await
+        .unwrap();
+        assert_eq!(indexes, 1);
+    }
+    atlas_db::sqlx::query("DELETE FROM items WHERE id = 'i1'")
+        .execute(pool.writer())
+        .await
+        .unwrap();
+    let (left,): (i64,) = atlas_db::sqlx::query_as("SELECT COUNT(*) FROM item_tags")
+        .fetch_one(pool.reader())
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "deleting an item deletes its links");
+}
+both_backends!(item_tags_rebuild_keeps_links, tag_links_survive_the_item_tags_rebuild);

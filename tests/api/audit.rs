@@ -710,9 +710,8 @@ async fn concurrent_workers_never_fork_the_chain_on_postgres() {
 
 /// Tasks append the same and different events at once, straight through
 /// the sink: on PostgreSQL each with its own connection pool (the advisory
-/// lock serializes them), on SQLite sharing the server's one writer (each
-/// append is planned on a read of the head and planned again when another
-/// got in first).
+/// lock serializes them), on SQLite sharing the server's database handle
+/// (its in-process chain lock serializes them, and none may fail).
 async fn concurrent_appends(backend: TestBackend) {
     let Some(app) = spawn(backend).await else { return };
     let signer = Arc::new(NodeKey::generate());
@@ -753,10 +752,12 @@ async fn concurrent_appends(backend: TestBackend) {
             // Every task appends every event, each from another starting point.
             for k in 0..envelopes.len() {
                 let e = &envelopes[(k + t * 33) % envelopes.len()];
+                // Nothing to retry on SQLite, where appends take turns.
+                let retries = if own_pool { 4 } else { 0 };
                 let mut attempts = 0;
                 while let Err(err) = sink.record(e).await {
                     attempts += 1;
-                    assert!(attempts < 5, "{err}");
+                    assert!(attempts <= retries, "{err}");
                 }
             }
             if own_pool {

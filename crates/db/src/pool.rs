@@ -5,6 +5,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Executor};
 use std::str::FromStr;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::direct::SqliteReads;
@@ -60,7 +61,11 @@ pub struct Database {
     background: Option<AnyPool>,
     /// SQLite with a file only: reads on the calling thread.
     reads: Option<Arc<SqliteReads>>,
+    /// Named in-process locks, shared by every clone (see [`Database::local_lock`]).
+    local_locks: LocalLocks,
 }
+
+type LocalLocks = Arc<std::sync::Mutex<HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>>;
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -139,6 +144,7 @@ impl Database {
                 backend: Backend::Sqlite,
                 background: None,
                 reads,
+                local_locks: LocalLocks::default(),
             })
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let options = AnyConnectOptions::from_str(url).map_err(|e| DbError::InvalidUrl(e.to_string()))?;
@@ -161,6 +167,7 @@ impl Database {
                 group: None,
                 background,
                 reads: None,
+                local_locks: LocalLocks::default(),
             })
         } else {
             Err(DbError::InvalidUrl(format!(
@@ -209,9 +216,25 @@ impl Database {
                 group: None,
                 background: None,
                 reads: None,
+                local_locks: self.local_locks.clone(),
             },
             None => self.clone(),
         }
+    }
+
+    /// The lock called `name` of this process, shared by every clone of
+    /// this handle (and by its [`background`](Self::background) handle).
+    ///
+    /// It serializes work that reads, computes and then writes, within this
+    /// process only: what PostgreSQL's advisory locks do across processes.
+    /// On SQLite, where Atlas is the database's one writer process, that is
+    /// every writer but an occasional CLI command. Unlike a transaction, it
+    /// keeps the write path free while the holder reads and computes.
+    pub fn local_lock(&self, name: &'static str) -> Arc<tokio::sync::Mutex<()>> {
+        // A panic while this map was locked left it whole (one insert at
+        // most), so a poisoned lock is used as it is.
+        let mut locks = self.local_locks.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(name).or_default().clone()
     }
 
     /// Begin a write transaction (on SQLite, a member of a group commit;

@@ -548,3 +548,43 @@ async fn the_wal_starts_again_under_writes_that_never_pause() {
     );
     db.close().await;
 }
+
+/// A named local lock is one lock for every clone of a handle, its
+/// background handle included, and another lock under another name or for
+/// another database.
+#[tokio::test]
+async fn local_locks_are_shared_by_the_handles_of_one_database() {
+    for backend in [TestBackend::Sqlite, TestBackend::Postgres] {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            continue;
+        };
+        let settings = atlas_db::DatabaseSettings {
+            url: test_db.url.clone(),
+            max_connections: 2,
+            busy_timeout: std::time::Duration::from_secs(5),
+            background_connections: 1,
+        };
+        let db = Database::connect(&settings).await.unwrap();
+        let other = Database::connect(&settings).await.unwrap();
+        let lock = db.local_lock("chain");
+        let held = lock.lock().await;
+        for handle in [db.clone(), db.background()] {
+            assert!(
+                handle.local_lock("chain").try_lock().is_err(),
+                "{backend:?}: a clone sees the lock held"
+            );
+        }
+        assert!(db.local_lock("other").try_lock().is_ok(), "{backend:?}: another name");
+        assert!(
+            other.local_lock("chain").try_lock().is_ok(),
+            "{backend:?}: another handle"
+        );
+        drop(held);
+        assert!(
+            db.background().local_lock("chain").try_lock().is_ok(),
+            "{backend:?}: released"
+        );
+        db.close().await;
+        other.close().await;
+    }
+}

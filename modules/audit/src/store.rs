@@ -13,14 +13,15 @@
 //!   workers, NATS consumers or not). Under `READ COMMITTED` each statement
 //!   after the lock sees the previous holder's committed row;
 //! - on SQLite, optimistically: Atlas is the database's one writer process,
-//!   so an append reads the head on a read connection, computes the rows
-//!   and their hashes, and hands only the inserts to the writer as one
-//!   batch. The rare append that lost a race with another writer of the
-//!   chain (a second sink, a checkpoint signed by the periodic task or by
+//!   so an append, holding an in-process lock that other appends of the
+//!   process wait for ([`Database::local_lock`]), reads the head on a read
+//!   connection, computes the rows and their hashes, and hands only the
+//!   inserts to the writer as one batch. The rare append that lost a race
+//!   with another process writing the chain (a checkpoint signed by
 //!   `atlas audit export`) fails on a unique key and is planned again on
-//!   the new head. The write lock is thus held for the inserts alone, not
-//!   for the reads and the hashing, and item writes do not queue behind
-//!   them.
+//!   the new head. This process's periodic checkpoint takes the same lock.
+//!   The write lock is thus held for the inserts alone, not for the reads
+//!   and the hashing, and item writes do not queue behind them.
 //!
 //! Either way, the schema makes a fork impossible to commit: `sequence` is
 //! the primary key and each row's predecessor is the row one below it, so a
@@ -49,6 +50,9 @@ use crate::AuditError;
 
 /// Arbitrary constant naming the audit chain's advisory lock on PostgreSQL.
 const AUDIT_CHAIN_LOCK: i64 = 0x4154_4C41_535F_4155;
+
+/// The in-process lock that serializes this process's appends on SQLite.
+const AUDIT_CHAIN_LOCAL_LOCK: &str = "audit-chain";
 
 pub(crate) const RECORD_COLUMNS: &str = "sequence, event_id, type, occurred_at, recorded_at, actor_user_id, entity_type, entity_id, collection_id, data, trace_id, request_id, prev_hash, hash";
 
@@ -135,7 +139,7 @@ impl AuditStore {
     /// database has one writer process (SQLite): the existence check, the
     /// head and the last checkpoint are read first, the hashes computed,
     /// and only the inserts go to the writer, as one batch. A writer that
-    /// appended in between (a CLI checkpoint, another sink) makes the batch
+    /// appended in between (a CLI checkpoint) makes the batch
     /// fail on a unique key (`sequence`, `event_id`, the checkpoint's
     /// `sequence`), and it is planned again on the new head.
     /// So the write lock is held for the inserts only, not for the reads
@@ -147,6 +151,12 @@ impl AuditStore {
         checkpoint_every_rows: u64,
     ) -> Result<Vec<Appended>, AuditError> {
         let ids: Vec<&str> = news.iter().map(|n| n.event_id.as_str()).collect();
+        // Appends of this process take turns, as they do on PostgreSQL under
+        // the advisory lock: racing each other, each would have to win an
+        // optimistic round, and a busy sink could lose every one of them.
+        // Only another process (the CLI) can still move the head.
+        let chain = self.db.local_lock(AUDIT_CHAIN_LOCAL_LOCK);
+        let _turn = chain.lock().await;
         let mut attempt = 1;
         loop {
             let present = existing_event_ids(&self.db, None, &ids).await?;
@@ -167,6 +177,12 @@ impl AuditStore {
     /// Sign a checkpoint of the head if rows were appended since the last
     /// one. Returns it, or `None` when there was nothing new.
     pub async fn checkpoint_now(&self, key: &NodeKey) -> Result<Option<Checkpoint>, AuditError> {
+        // On SQLite, not between an append's read of the head and its write.
+        let chain = self.db.local_lock(AUDIT_CHAIN_LOCAL_LOCK);
+        let _turn = match self.db.backend() {
+            Backend::Sqlite => Some(chain.lock().await),
+            Backend::Postgres => None,
+        };
         let mut tx = self.db.begin().await?;
         self.lock_chain(&mut tx).await?;
         let Some((sequence, hash, _)) = head(&self.db, Some(&mut tx)).await? else {

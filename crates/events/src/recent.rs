@@ -12,6 +12,9 @@
 //! every event at or below `s` is the log's own invariant (sequences become
 //! visible in order, see [`append`](crate::append)), the one consumer
 //! offsets rely on too.
+//!
+//! Events every task has passed are let go at once: a busy log keeps at
+//! most `capacity` events decoded, and an idle one none.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,9 @@ use crate::Delivered;
 pub(crate) struct RecentEvents {
     run: Mutex<Run>,
     capacity: usize,
+    /// How far each task has come: the offset it last asked to read after
+    /// (`i64::MIN` until it asks).
+    passed: Mutex<Vec<i64>>,
 }
 
 #[derive(Default)]
@@ -33,12 +39,37 @@ struct Run {
 }
 
 impl RecentEvents {
-    /// Holds at most `capacity` events (the oldest go first).
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// Holds at most `capacity` events (the oldest go first), for `tasks`
+    /// tasks numbered from 0.
+    pub(crate) fn new(capacity: usize, tasks: usize) -> Self {
         RecentEvents {
             run: Mutex::new(Run::default()),
             capacity: capacity.max(1),
+            passed: Mutex::new(vec![i64::MIN; tasks]),
         }
+    }
+
+    /// Task `task` is done with every event up to `offset`. The events
+    /// that every task is done with are let go.
+    pub(crate) fn passed(&self, task: usize, offset: i64) {
+        let everyone = {
+            let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(p) = passed.get_mut(task) {
+                *p = (*p).max(offset);
+            }
+            passed.iter().copied().min().unwrap_or(i64::MIN)
+        };
+        let released = {
+            let mut run = self.lock();
+            let keep = run.events.partition_point(|e| e.sequence() <= everyone);
+            let released: Vec<_> = run.events.drain(..keep).collect();
+            if let Some(last) = released.last() {
+                run.low = last.sequence();
+            }
+            released
+        };
+        // Dropped (and decoded memory freed) outside the lock.
+        drop(released);
     }
 
     /// Up to `limit` events following `after`, as far as the run reaches:
@@ -113,7 +144,7 @@ mod tests {
 
     #[test]
     fn a_run_serves_reads_inside_it_and_nothing_outside() {
-        let recent = RecentEvents::new(100);
+        let recent = RecentEvents::new(100, 1);
         assert!(recent.after(0, 10).is_empty());
         recent.extend(0, &events(&[1, 2, 3, 5, 6]));
         assert_eq!(sequences(&recent.after(0, 10)), [1, 2, 3, 5, 6]);
@@ -126,7 +157,7 @@ mod tests {
 
     #[test]
     fn adjacent_reads_extend_the_run_and_distant_ones_replace_it() {
-        let recent = RecentEvents::new(100);
+        let recent = RecentEvents::new(100, 1);
         recent.extend(0, &events(&[1, 2]));
         recent.extend(2, &events(&[3, 4]));
         assert_eq!(sequences(&recent.after(0, 10)), [1, 2, 3, 4]);
@@ -144,10 +175,37 @@ mod tests {
 
     #[test]
     fn the_oldest_events_go_first() {
-        let recent = RecentEvents::new(3);
+        let recent = RecentEvents::new(3, 1);
         recent.extend(0, &events(&[1, 2, 3, 4, 5]));
         assert!(recent.after(0, 10).is_empty());
         assert!(recent.after(1, 10).is_empty());
         assert_eq!(sequences(&recent.after(2, 10)), [3, 4, 5]);
+    }
+
+    #[test]
+    fn events_every_task_passed_are_let_go() {
+        let recent = RecentEvents::new(100, 2);
+        recent.extend(0, &events(&[1, 2, 3, 4]));
+        recent.passed(0, 3);
+        assert_eq!(
+            sequences(&recent.after(0, 10)),
+            [1, 2, 3, 4],
+            "task 1 has not asked yet"
+        );
+        recent.passed(1, 2);
+        assert!(recent.after(0, 10).is_empty(), "both passed 2");
+        assert_eq!(
+            sequences(&recent.after(2, 10)),
+            [3, 4],
+            "what task 1 has still to read stays"
+        );
+        recent.passed(1, 4);
+        assert_eq!(sequences(&recent.after(3, 10)), [4], "task 0 has still to read 4");
+        recent.passed(0, 4);
+        assert!(recent.after(3, 10).is_empty());
+        // Both are done with everything: nothing is held, and the next read
+        // that follows on starts the run again.
+        recent.extend(4, &events(&[5]));
+        assert_eq!(sequences(&recent.after(4, 10)), [5]);
     }
 }

@@ -76,9 +76,13 @@ impl ConsumerRuntime {
         let mut tasks = Vec::new();
         // Room for the batches of two steps: consumers a step or so apart
         // share their decoded events.
-        let recent = Arc::new(RecentEvents::new(2 * self.settings.max_ack_pending as usize));
-        for consumer in self.consumers {
+        let recent = Arc::new(RecentEvents::new(
+            2 * self.settings.max_ack_pending as usize,
+            self.consumers.len(),
+        ));
+        for (index, consumer) in self.consumers.into_iter().enumerate() {
             let worker = ConsumerTask {
+                index,
                 db: self.db.clone(),
                 settings: self.settings.clone(),
                 handling: Handling::new(self.db.clone(), consumer, self.gate.clone()),
@@ -97,6 +101,8 @@ impl ConsumerRuntime {
 }
 
 struct ConsumerTask {
+    /// This task's number among the runtime's tasks.
+    index: usize,
     db: Database,
     settings: EventsSettings,
     handling: Handling,
@@ -178,6 +184,7 @@ impl ConsumerTask {
     /// another consumer's step just read, then the rest from the outbox.
     async fn read_after(&self, offset: i64) -> Result<Vec<Arc<Delivered>>, DbError> {
         let limit = self.settings.max_ack_pending as usize;
+        self.recent.passed(self.index, offset);
         let mut envelopes = self.recent.after(offset, limit);
         if envelopes.len() < limit {
             let from = envelopes.last().map_or(offset, |e| e.sequence());

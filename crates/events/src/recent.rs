@@ -25,9 +25,6 @@ use crate::Delivered;
 pub(crate) struct RecentEvents {
     run: Mutex<Run>,
     capacity: usize,
-    /// How far each task has come: the offset it last asked to read after
-    /// (`i64::MIN` until it asks).
-    passed: Mutex<Vec<i64>>,
 }
 
 #[derive(Default)]
@@ -36,6 +33,9 @@ struct Run {
     low: i64,
     high: i64,
     events: VecDeque<Arc<Delivered>>,
+    /// How far each task has come: the offset it last asked to read after
+    /// (`i64::MIN` until it asks).
+    passed: Vec<i64>,
 }
 
 impl RecentEvents {
@@ -43,33 +43,27 @@ impl RecentEvents {
     /// tasks numbered from 0.
     pub(crate) fn new(capacity: usize, tasks: usize) -> Self {
         RecentEvents {
-            run: Mutex::new(Run::default()),
+            run: Mutex::new(Run {
+                passed: vec![i64::MIN; tasks],
+                ..Run::default()
+            }),
             capacity: capacity.max(1),
-            passed: Mutex::new(vec![i64::MIN; tasks]),
         }
     }
 
     /// Task `task` is done with every event up to `offset`. The events
     /// that every task is done with are let go.
     pub(crate) fn passed(&self, task: usize, offset: i64) {
-        let everyone = {
-            let mut passed = self.passed.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(p) = passed.get_mut(task) {
-                *p = (*p).max(offset);
-            }
-            passed.iter().copied().min().unwrap_or(i64::MIN)
-        };
-        let released = {
-            let mut run = self.lock();
-            let keep = run.events.partition_point(|e| e.sequence() <= everyone);
-            let released: Vec<_> = run.events.drain(..keep).collect();
-            if let Some(last) = released.last() {
-                run.low = last.sequence();
-            }
-            released
-        };
-        // Dropped (and decoded memory freed) outside the lock.
-        drop(released);
+        let mut run = self.lock();
+        if let Some(p) = run.passed.get_mut(task) {
+            *p = (*p).max(offset);
+        }
+        let everyone = run.passed.iter().copied().min().unwrap_or(i64::MIN);
+        let done = run.events.partition_point(|e| e.sequence() <= everyone);
+        if done > 0 {
+            run.low = run.events[done - 1].sequence();
+            run.events.drain(..done);
+        }
     }
 
     /// Up to `limit` events following `after`, as far as the run reaches:
@@ -98,11 +92,9 @@ impl RecentEvents {
         }
         if after < run.low || after > run.high {
             // Not adjacent to the run: the newer events replace it.
-            *run = Run {
-                low: after,
-                high: after,
-                events: VecDeque::new(),
-            };
+            run.low = after;
+            run.high = after;
+            run.events.clear();
         }
         let high = run.high;
         run.events

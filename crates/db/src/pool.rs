@@ -112,6 +112,12 @@ impl Database {
                     .max_connections(max)
                     .min_connections(1)
                     .acquire_timeout(Duration::from_secs(30))
+                    // A connection to a local file does not go stale while
+                    // idle, and sqlx already pings each one as it comes back
+                    // to the pool. A ping on the way out too is a round trip
+                    // to the connection's thread at every acquire: on the
+                    // write thread, once per group commit.
+                    .test_before_acquire(false)
                     .after_connect(move |conn, _| {
                         let pragmas = pragmas.clone();
                         Box::pin(async move {
@@ -303,14 +309,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connections of the SQLite read pool: `max_connections`, at most twice the
-/// CPU cores. SQLite reads use the CPU, not the network, and each connection
-/// runs on a thread of its own, whose allocations the allocator keeps apart:
-/// more readers than that add memory (50 MB under 64 concurrent GETs with 16
-/// readers on 2 cores, bench/RESULTS.md), not throughput.
+/// Connections of the SQLite read pool: `max_connections`, at most one per
+/// CPU core (and at least two may be asked for). SQLite reads use the CPU,
+/// not the network, and each connection runs on a thread of its own, with a
+/// page cache of its own and allocations the allocators keep apart: more
+/// readers add memory, not throughput (50 MB under 64 concurrent GETs with
+/// 16 readers on 2 cores; 3 MiB with 4 readers instead of 2, bench/RESULTS.md).
+/// The hottest reads do not use this pool at all (`direct.rs`).
 fn sqlite_readers(max_connections: u32) -> u32 {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    max_connections.clamp(1, 2 * cores)
+    max_connections.clamp(1, cores.max(2))
 }
 
 #[cfg(test)]

@@ -554,3 +554,76 @@ async fn rebuild_matches_incremental(backend: TestBackend) {
 }
 
 both_backends!(search_rebuild_matches_incremental, rebuild_matches_incremental);
+
+/// `atlas search reindex --collection` next to a running server: while the
+/// server's index writer is open the server is asked to do it; once the
+/// writer has been idle long enough to be closed the command does it
+/// itself, the server's searches see the result, and the server opens its
+/// writer again for the next change.
+async fn collection_reindex_beside_a_server(backend: TestBackend) {
+    let Some(app) = spawn_atlas(backend).await else { return };
+    let u = app.register("collection-reindex@s.org").await;
+    let c = app.collection(&u, "Waders").await;
+    let id = add(&app, &u, &c, json!({"title": "heron notes"})).await;
+    wait_indexed(&app, &u, &id).await;
+    let settings = test_settings(&app.server.database, app.server.data_dir.path());
+    let edit = |title: &'static str| {
+        let db = app.db.clone();
+        let id = id.clone();
+        async move {
+            // A change no event announces, which only a re-index shows.
+            atlas_db::sqlx::query(&format!("UPDATE items SET title = '{title}' WHERE id = '{id}'"))
+                .execute(db.writer())
+                .await
+                .unwrap();
+        }
+    };
+
+    // Just after a change the writer is open (unless this machine took
+    // longer than its idle time to get here): the server does the work.
+    edit("egret notes").await;
+    let first = atlas_search::reindex_collection(&settings, &app.db, &c)
+        .await
+        .expect("reindex");
+    assert!(
+        matches!(
+            first,
+            atlas_search::CollectionReindex::Requested | atlas_search::CollectionReindex::Done(1)
+        ),
+        "{first:?}"
+    );
+    let page = wait_search(&app, &u, "q=egret", |p| p["total_estimate"] == 1).await;
+    assert_eq!(titles(&page), ["egret notes"]);
+
+    // Idle for longer than the writer's idle time: the lock is free and
+    // the command re-indexes the collection itself.
+    edit("stork notes").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        let outcome = atlas_search::reindex_collection(&settings, &app.db, &c)
+            .await
+            .expect("reindex");
+        if outcome == atlas_search::CollectionReindex::Done(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server never let go of its idle writer");
+    }
+    let page = wait_search(&app, &u, "q=stork", |p| p["total_estimate"] == 1).await;
+    assert_eq!(titles(&page), ["stork notes"]);
+    assert_eq!(search(&app, &u, "q=egret").await["total_estimate"], 0);
+
+    // The server writes again: a new item is indexed.
+    let next = add(&app, &u, &c, json!({"title": "ibis notes"})).await;
+    wait_indexed(&app, &u, &next).await;
+    let page = wait_search(&app, &u, "q=notes", |p| p["total_estimate"] == 2).await;
+    let mut found = titles(&page);
+    found.sort();
+    assert_eq!(found, ["ibis notes", "stork notes"]);
+    app.stop().await;
+}
+
+both_backends!(
+    search_collection_reindex_beside_a_server,
+    collection_reindex_beside_a_server
+);

@@ -31,6 +31,7 @@ use atlas_events::Envelope;
 use atlas_items::ItemService;
 use atlas_kernel::settings::SearchSettings;
 use futures::StreamExt;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::{IndexWriter, TantivyDocument};
 use tokio_util::sync::CancellationToken;
 
@@ -110,6 +111,53 @@ impl EventSource {
 /// Memory of the live indexer's writer (Tantivy's minimum is 15 MB per thread).
 const LIVE_WRITER_MEMORY: usize = 16 * 1024 * 1024;
 
+/// Threads merging the live index's segments: one per two CPU cores, from
+/// one to Tantivy's default of four. Merges compete with requests for the
+/// CPU, and each merge thread keeps buffers and an allocator heap of its
+/// own: on 2 cores four of them only add memory (bench/RESULTS.md).
+fn live_merge_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).clamp(1, 4)
+}
+
+/// The live writer of a generation (`LIVE_WRITER_MEMORY`, one indexing
+/// thread, `live_merge_threads()` merge threads). It commits every
+/// `commit_every_docs` documents or `commit_interval_ms`: one thread and a
+/// small arena suffice, and a larger one would only be memory held while it
+/// is open (Tantivy flushes a segment early if a burst of large bodies
+/// fills it).
+fn open_live_writer(generation: &Generation) -> Result<IndexWriter, SearchError> {
+    Ok(generation.index.writer_with_options(
+        IndexWriterOptions::builder()
+            .num_worker_threads(1)
+            .memory_budget_per_thread(LIVE_WRITER_MEMORY)
+            .num_merge_threads(live_merge_threads())
+            .build(),
+    )?)
+}
+
+/// Close the live writer, if open, once its merges are done. An open
+/// writer keeps its threads and a document queue Tantivy allocates for
+/// 10,000 documents (about 2.4 MB); an idle server needs none of it, and
+/// releases the index's lock for `atlas search reindex --collection`.
+async fn close_writer(slot: &mut Option<IndexWriter>) {
+    let Some(writer) = slot.take() else {
+        return;
+    };
+    let closed = tokio::task::spawn_blocking(move || writer.wait_merging_threads()).await;
+    match closed {
+        Ok(Ok(())) => tracing::debug!("search: idle index writer closed"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "search: closing the idle index writer"),
+        Err(e) => tracing::warn!(error = %e, "search: closing the idle index writer"),
+    }
+}
+
+/// An open live writer with no change for this long is closed.
+const WRITER_IDLE: Duration = Duration::from_secs(5);
+
+/// Waiting this long for the index's lock is worth a warning.
+const LOCK_WAIT_WARNING: Duration = Duration::from_secs(30);
+
 /// What `/ready` and the metrics report of the indexer.
 #[derive(Default)]
 pub struct IndexerState {
@@ -159,12 +207,9 @@ impl Indexer {
         let generation = Arc::new(self.open_or_rebuild().await?);
         self.live.set(generation.clone());
         self.dir.remove_stale(&generation.name);
-        // The live writer commits every `commit_every_docs` documents or
-        // `commit_interval_ms`: one thread and a small arena suffice, and a
-        // larger one would only be memory held for the life of the process
-        // (Tantivy flushes a segment early if a burst of large bodies fills it).
-        let mut writer: IndexWriter<TantivyDocument> =
-            generation.index.writer_with_num_threads(1, LIVE_WRITER_MEMORY)?;
+        // Opened now, so that a second process on this index fails at start;
+        // closed while idle (see `WRITER_IDLE`), opened again by a change.
+        let mut writer = Some(open_live_writer(&generation)?);
         let mut payload = generation.payload()?.unwrap_or(CommitPayload {
             source: self.source.log_source(),
             position: 0,
@@ -179,11 +224,12 @@ impl Indexer {
         let commit_after = Duration::from_millis(self.settings.commit_interval_ms);
         let mut pending_docs = 0usize;
         let mut dirty_since: Option<Instant> = None;
+        let mut last_change = Instant::now();
         let mut next_housekeeping = Instant::now() + HOUSEKEEPING;
         loop {
             if shutdown.is_cancelled() {
-                if dirty_since.is_some() {
-                    self.commit(&generation, &mut writer, &payload, &mut feed).await?;
+                if let (Some(w), Some(_)) = (writer.as_mut(), dirty_since) {
+                    self.commit(&generation, w, &payload, &mut feed).await?;
                 }
                 return Ok(());
             }
@@ -194,27 +240,53 @@ impl Indexer {
             let batch = feed.next_batch(&self.db, wait, shutdown).await?;
             if !batch.is_empty() {
                 let last = batch.last().map(|(p, _)| *p).unwrap_or(payload.position);
-                pending_docs += self.apply(&generation, &writer, &batch).await?;
-                payload.position = last;
-                dirty_since.get_or_insert_with(Instant::now);
+                if writer.is_none() && !batch.iter().any(|(_, e)| applies(e)) {
+                    // Nothing to write: the position moves in memory and is
+                    // recorded by the next commit (replaying these events
+                    // after a restart changes nothing).
+                    payload.position = last;
+                    self.state.position.store(last, Ordering::Relaxed);
+                } else {
+                    let Some(w) = self.writer(&generation, &mut writer, shutdown).await? else {
+                        continue; // shutting down; the batch is read again at the next start
+                    };
+                    pending_docs += self.apply(&generation, w, &batch).await?;
+                    payload.position = last;
+                    dirty_since.get_or_insert_with(Instant::now);
+                    last_change = Instant::now();
+                }
             }
             let due = dirty_since.is_some_and(|t| pending_docs >= commit_every || t.elapsed() >= commit_after);
-            if due {
-                self.commit(&generation, &mut writer, &payload, &mut feed).await?;
+            if let (true, Some(w)) = (due, writer.as_mut()) {
+                self.commit(&generation, w, &payload, &mut feed).await?;
                 pending_docs = 0;
                 dirty_since = None;
+            }
+            if dirty_since.is_none() && last_change.elapsed() >= WRITER_IDLE {
+                close_writer(&mut writer).await;
             }
             if Instant::now() >= next_housekeeping {
                 next_housekeeping = Instant::now() + HOUSEKEEPING;
                 if self.dir.current_name()?.as_deref() != Some(generation.name.as_str()) {
                     tracing::info!("search: a rebuilt index was made live; switching to it");
-                    if dirty_since.is_some() {
-                        self.commit(&generation, &mut writer, &payload, &mut feed).await?;
+                    if let (Some(w), Some(_)) = (writer.as_mut(), dirty_since) {
+                        self.commit(&generation, w, &payload, &mut feed).await?;
                     }
                     return Ok(());
                 }
-                if self.collection_requests(&generation, &mut writer, &payload).await? {
-                    self.report(&generation, &payload);
+                if writer.is_none() {
+                    // Another process may have committed while this one had
+                    // no writer (`atlas search reindex --collection`).
+                    generation.reader.reload()?;
+                    metrics::gauge!("atlas_search_documents").set(generation.num_docs() as f64);
+                }
+                if !pending_collection_requests(&self.dir).is_empty() {
+                    if let Some(w) = self.writer(&generation, &mut writer, shutdown).await? {
+                        if self.collection_requests(&generation, w, &payload).await? {
+                            self.report(&generation, &payload);
+                        }
+                        last_change = Instant::now();
+                    }
                 }
                 self.state
                     .lag
@@ -222,6 +294,40 @@ impl Indexer {
                 metrics::gauge!("atlas_search_index_lag_changes").set(self.state.lag.load(Ordering::Relaxed) as f64);
             }
         }
+    }
+
+    /// The live writer, opened again if it was closed. While another
+    /// process holds the index's lock (`atlas search reindex --collection`
+    /// found it free), waits for it; `None` if shutdown comes first.
+    async fn writer<'w>(
+        &self,
+        generation: &Generation,
+        slot: &'w mut Option<IndexWriter>,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<&'w mut IndexWriter>, SearchError> {
+        let started = Instant::now();
+        let mut warned = false;
+        while slot.is_none() {
+            match open_live_writer(generation) {
+                Ok(w) => *slot = Some(w),
+                Err(SearchError::Locked) => {
+                    if !warned && started.elapsed() >= LOCK_WAIT_WARNING {
+                        warned = true;
+                        tracing::warn!(
+                            dir = %self.dir.root().display(),
+                            "search: waiting for the index's lock, held by another process \
+                             (a long `atlas search reindex --collection`, or two Atlas processes on one data directory?)"
+                        );
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(None),
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(slot.as_mut())
     }
 
     async fn commit(

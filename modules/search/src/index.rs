@@ -87,6 +87,24 @@ impl Generation {
         Ok(metas.payload.and_then(|p| serde_json::from_str(&p).ok()))
     }
 
+    /// Reload the reader if the index on disk holds segments it does not
+    /// show (a commit by another process); returns whether it did. Reading
+    /// `meta.json` is cheap, reopening every segment is not.
+    pub fn reload_if_changed(&self) -> Result<bool, SearchError> {
+        let metas = self.index.load_metas()?;
+        let searcher = self.reader.searcher();
+        let shown = searcher.generation().segments();
+        let same = metas.segments.len() == shown.len()
+            && metas
+                .segments
+                .iter()
+                .all(|m| shown.get(&m.id()) == Some(&m.delete_opstamp()));
+        if !same {
+            self.reader.reload()?;
+        }
+        Ok(!same)
+    }
+
     pub fn num_docs(&self) -> u64 {
         self.reader.searcher().num_docs()
     }

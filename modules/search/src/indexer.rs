@@ -246,6 +246,9 @@ impl Indexer {
                     // after a restart changes nothing).
                     payload.position = last;
                     self.state.position.store(last, Ordering::Relaxed);
+                    // Acknowledged now, or JetStream would deliver them
+                    // again; the index's own position stays the truth.
+                    feed.committed().await;
                 } else {
                     let Some(w) = self.writer(&generation, &mut writer, shutdown).await? else {
                         continue; // shutting down; the batch is read again at the next start
@@ -274,17 +277,16 @@ impl Indexer {
                     }
                     return Ok(());
                 }
-                if writer.is_none() {
-                    // Another process may have committed while this one had
-                    // no writer (`atlas search reindex --collection`).
-                    generation.reader.reload()?;
+                // Another process may have committed while this one had no
+                // writer (`atlas search reindex --collection`).
+                if writer.is_none() && generation.reload_if_changed()? {
                     metrics::gauge!("atlas_search_documents").set(generation.num_docs() as f64);
                 }
-                if !pending_collection_requests(&self.dir).is_empty() {
+                let requests = pending_collection_requests(&self.dir);
+                if !requests.is_empty() {
                     if let Some(w) = self.writer(&generation, &mut writer, shutdown).await? {
-                        if self.collection_requests(&generation, w, &payload).await? {
-                            self.report(&generation, &payload);
-                        }
+                        self.collection_requests(&generation, w, &payload, requests).await?;
+                        self.report(&generation, &payload);
                         last_change = Instant::now();
                     }
                 }
@@ -430,24 +432,21 @@ impl Indexer {
     }
 
     /// Re-index the collections `atlas search reindex --collection` asked
-    /// for while this process held the writer. Returns whether any was done.
+    /// for (`requests`) while this process held the writer.
     async fn collection_requests(
         &self,
         generation: &Generation,
         writer: &mut IndexWriter,
         payload: &CommitPayload,
-    ) -> Result<bool, SearchError> {
-        let requests = pending_collection_requests(&self.dir);
-        if requests.is_empty() {
-            return Ok(false);
-        }
+        requests: Vec<(String, std::path::PathBuf)>,
+    ) -> Result<(), SearchError> {
         for (collection_id, path) in requests {
             let n = reindex_collection(generation, writer, &self.items, &collection_id).await?;
             index::commit(generation, writer, payload)?;
             tracing::info!(collection_id = %collection_id, documents = n, "search: collection re-indexed");
             let _ = std::fs::remove_file(path);
         }
-        Ok(true)
+        Ok(())
     }
 }
 

@@ -724,13 +724,7 @@ async fn realtime_reaches_a_stream_on_another_api_process_in_nats_mode() {
     let (mut stream_api, b) = serve(dirs[1].path(), &env);
     let client = reqwest::Client::new();
     let (token, items_url) = sign_up_with_collection(&client, &a, "live@realtime.org").await;
-    let sse = client
-        .get(format!("{b}/api/v1/events/stream?access_token={token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(sse.status(), 200);
-    let mut body = sse.bytes_stream();
+    let mut body = open_event_stream(&client, &b, &token).await.bytes_stream();
     let written = Instant::now();
     let item = post_json(
         &client,
@@ -1302,6 +1296,37 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     }
 }
 
+/// Create an item as part of trace `trace`, under span `parent`.
+async fn post_in_trace(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    trace: &str,
+    parent: &str,
+    title: &str,
+) -> reqwest::Response {
+    client
+        .post(url)
+        .bearer_auth(token)
+        .header("traceparent", format!("00-{trace}-{parent}-01"))
+        .json(&serde_json::json!({"title": title}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A realtime stream, open (the server's hub reads no event while nobody
+/// listens).
+async fn open_event_stream(client: &reqwest::Client, base: &str, token: &str) -> reqwest::Response {
+    let stream = client
+        .get(format!("{base}/api/v1/events/stream?access_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    stream
+}
+
 /// `telemetry.otlp_protocol = "grpc"`: an embedded server sends its spans to
 /// a gRPC collector, and the request, its outbox write and the audit sink's
 /// handling of the event arrive as one trace, each the child of the last.
@@ -1318,19 +1343,20 @@ async fn spans_are_exported_over_otlp_grpc() {
     let (mut server, base) = serve(dir.path(), &env);
     let client = reqwest::Client::new();
     let (token, url) = sign_up_with_collection(&client, &base, "grpc@otlp.org").await;
+    // Written while nobody listens: the realtime hub passes it over.
+    let unheard = "5d0a9e7c1b2f4e6d8a3c7b9e1f2d4c6a";
+    let created = post_in_trace(&client, &url, &token, unheard, "c3d4e5f6a7b8c9d0", "Nobody listens").await;
+    assert_eq!(created.status(), 201);
+    // The hub looks every poll interval (50 ms): let it see nobody.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let listener = open_event_stream(&client, &base, &token).await;
     let trace = "0af7651916cd43dd8448eb211c80319c";
-    let created = client
-        .post(&url)
-        .bearer_auth(&token)
-        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
-        .json(&serde_json::json!({"title": "Sent over gRPC"}))
-        .send()
-        .await
-        .unwrap();
+    let created = post_in_trace(&client, &url, &token, trace, "b7ad6b7169203331", "Sent over gRPC").await;
     assert_eq!(created.status(), 201);
     // The audit sink takes the event within a poll interval or two.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(&mut server);
+    drop(listener);
     let spans: Vec<serde_json::Value> = sink
         .spans()
         .into_iter()
@@ -1369,6 +1395,27 @@ async fn spans_are_exported_over_otlp_grpc() {
     );
     let realtime = one(&|s| s["name"] == "process ItemCreated" && attribute(s, "consumer") == Some("realtime"));
     assert_eq!(realtime["parentSpanId"], write["spanId"], "the realtime hub's fan-out");
+    let unheard: Vec<(String, Option<String>)> = sink
+        .spans()
+        .into_iter()
+        .filter(|s| s["traceId"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(unheard)))
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap_or_default().to_string(),
+                attribute(&s, "consumer").map(str::to_string),
+            )
+        })
+        .collect();
+    assert!(
+        unheard.iter().any(|(_, consumer)| consumer.as_deref() == Some("audit")),
+        "the event nobody listened to was handled: {unheard:?}"
+    );
+    assert!(
+        !unheard
+            .iter()
+            .any(|(_, consumer)| consumer.as_deref() == Some("realtime")),
+        "no fan-out without a listener: {unheard:?}"
+    );
 }
 
 /// With traces exported over OTLP, in nats mode, one trace holds the
@@ -1407,6 +1454,7 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     let (mut server, base) = serve(dir.path(), &env);
     let client = reqwest::Client::new();
     let (token, url) = sign_up_with_collection(&client, &base, "trace@otlp.org").await;
+    let listener = open_event_stream(&client, &base, &token).await;
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let item: serde_json::Value = client
         .post(&url)
@@ -1433,6 +1481,7 @@ async fn one_trace_links_request_consumers_and_job_over_otlp() {
     // exporter flushes on the way out.
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop(&mut server);
+    drop(listener);
     let spans: Vec<serde_json::Value> = sink
         .spans()
         .into_iter()

@@ -41,37 +41,46 @@ impl Hub {
         self: &Arc<Self>,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
+        let head = self.head().await?;
+        let hub = self.clone();
+        Ok(tokio::spawn(async move { hub.tail(head, shutdown).await }))
+    }
+
+    /// The sequence of the newest event in the outbox (0 when it is empty).
+    async fn head(&self) -> Result<i64, sqlx::Error> {
         let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
             .fetch_one(self.db.reader())
             .await?
             .try_get(0)?;
-        let hub = self.clone();
-        Ok(tokio::spawn(async move { hub.tail(head.unwrap_or(0), shutdown).await }))
+        Ok(head.unwrap_or(0))
+    }
+
+    /// The outbox head while nobody is subscribed, so that the tailer moves
+    /// there instead of reading and decoding events no one would receive;
+    /// `None` when someone is.
+    ///
+    /// The head is read before the subscribers are counted. A subscriber
+    /// that the count misses subscribed after the read, so every event up
+    /// to the head was committed before it subscribed: none of them is owed
+    /// to it live (a resuming stream reads those through [`Hub::since`]).
+    async fn head_if_unwatched(&self) -> Result<Option<i64>, sqlx::Error> {
+        if self.sender.receiver_count() > 0 {
+            return Ok(None);
+        }
+        let head = self.head().await?;
+        Ok((self.sender.receiver_count() == 0).then_some(head))
     }
 
     async fn tail(&self, mut after: i64, shutdown: CancellationToken) {
         loop {
-            let batch = atlas_events::read_envelopes_after(&self.db, after, TAIL_BATCH).await;
-            let idle = match batch {
-                Ok(batch) => {
-                    // Less than a full batch means caught up: wait a poll
-                    // interval, so that under load a read takes a whole
-                    // interval's events instead of one or two.
-                    let caught_up = batch.len() < TAIL_BATCH as usize;
-                    for envelope in batch {
-                        after = envelope.sequence.unwrap_or(after);
-                        // The fan-out is a span in the event's trace, as the
-                        // consumers' handling is (the hub reads the outbox
-                        // itself, whichever the broker).
-                        let span = atlas_events::consume_span("realtime", &envelope).entered();
-                        // No subscriber is not an error.
-                        let _ = self.sender.send(Arc::new(envelope));
-                        drop(span);
-                    }
-                    caught_up
+            let idle = match self.head_if_unwatched().await {
+                Ok(None) => self.fan_out(&mut after).await,
+                Ok(Some(head)) => {
+                    after = after.max(head);
+                    true
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "realtime: reading the outbox failed");
+                    tracing::warn!(error = %e, "realtime: reading the outbox head failed");
                     true
                 }
             };
@@ -82,6 +91,35 @@ impl Hub {
                 }
             } else if shutdown.is_cancelled() {
                 return;
+            }
+        }
+    }
+
+    /// Publish the events after `after` (moved past them) to the
+    /// subscribers; true when caught up with the outbox.
+    async fn fan_out(&self, after: &mut i64) -> bool {
+        let batch = atlas_events::read_envelopes_after(&self.db, *after, TAIL_BATCH).await;
+        match batch {
+            Ok(batch) => {
+                // Less than a full batch means caught up: wait a poll
+                // interval, so that under load a read takes a whole
+                // interval's events instead of one or two.
+                let caught_up = batch.len() < TAIL_BATCH as usize;
+                for envelope in batch {
+                    *after = envelope.sequence.unwrap_or(*after);
+                    // The fan-out is a span in the event's trace, as the
+                    // consumers' handling is (the hub reads the outbox
+                    // itself, whichever the broker).
+                    let span = atlas_events::consume_span("realtime", &envelope).entered();
+                    // The last subscriber may have left since the count.
+                    let _ = self.sender.send(Arc::new(envelope));
+                    drop(span);
+                }
+                caught_up
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: reading the outbox failed");
+                true
             }
         }
     }

@@ -17,7 +17,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// Signs and verifies cursors with a server-side key.
 #[derive(Clone)]
 pub struct CursorCodec {
-    key: Vec<u8>,
+    /// An HMAC-SHA256 output; an array, so that handlers' states holding a
+    /// codec clone without allocating.
+    key: [u8; 32],
 }
 
 impl std::fmt::Debug for CursorCodec {
@@ -35,9 +37,9 @@ impl CursorCodec {
             HmacSha256::new_from_slice(b"atlas").unwrap_or_else(|_| unreachable!())
         });
         mac.update(b"atlas.cursor.v1");
-        CursorCodec {
-            key: mac.finalize().into_bytes().to_vec(),
-        }
+        let mut key = [0; 32];
+        key.copy_from_slice(&mac.finalize().into_bytes());
+        CursorCodec { key }
     }
 
     fn tag(&self, payload: &[u8]) -> Vec<u8> {

@@ -4,17 +4,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
 use tower::ServiceExt;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_swagger_ui::SwaggerUi;
+use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::admission::WriteGate;
 use crate::error::ApiError;
@@ -129,9 +132,28 @@ impl AppRouterBuilder {
         let router = self
             .root
             .merge(api_router)
-            .merge(SwaggerUi::new("/docs").url("/openapi.json", doc.clone()))
+            .route(DOCUMENT_PATH, get(serve_document(&doc)))
+            .merge(SwaggerUi::new("/docs").config(Config::from(DOCUMENT_PATH)))
             .fallback(move |req: Request| unmatched(fallback, req));
         (with_middleware(router, settings), doc)
+    }
+}
+
+/// Where the OpenAPI document is served (and where `/docs` loads it from).
+const DOCUMENT_PATH: &str = "/openapi.json";
+
+/// A handler that serves `doc` as JSON. The document is serialized once,
+/// here: the server keeps its bytes (about 66 kB), not the document's tree
+/// of schemas, and a request copies nothing.
+fn serve_document(doc: &OpenApi) -> impl Fn() -> std::future::Ready<Response> + Clone + Send + Sync + 'static {
+    // Serializing fails only for a map whose keys are not strings, which
+    // an OpenAPI document does not have; the error is kept for the log.
+    let json = serde_json::to_vec(doc).map(Bytes::from).map_err(Arc::new);
+    move || {
+        std::future::ready(match &json {
+            Ok(bytes) => ([(CONTENT_TYPE, "application/json")], bytes.clone()).into_response(),
+            Err(e) => ApiError::Internal(format!("serializing the OpenAPI document: {e}").into()).into_response(),
+        })
     }
 }
 
@@ -186,4 +208,45 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     }
     let list: Vec<HeaderValue> = origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     layer.allow_origin(AllowOrigin::list(list))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    async fn get(router: &Router, path: &str) -> (StatusCode, String, String) {
+        let request = Request::get(path).body(Body::empty()).unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn the_document_is_served_as_built_and_the_docs_page_loads_it() {
+        let settings = HttpSettings {
+            rate_limit: None,
+            ..HttpSettings::default()
+        };
+        let (router, doc) = AppRouterBuilder::new("Test API", "1.2.3").build(&settings);
+        let (status, content_type, body) = get(&router, "/openapi.json").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, "application/json");
+        let served: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(served, serde_json::to_value(&doc).unwrap());
+        assert_eq!(served["info"]["version"], "1.2.3");
+        assert!(served["components"]["securitySchemes"]["bearer"].is_object());
+
+        let (status, _, page) = get(&router, "/docs/swagger-initializer.js").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(page.contains("/openapi.json"), "{page}");
+    }
 }

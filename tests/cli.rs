@@ -1344,8 +1344,8 @@ async fn spans_are_exported_over_otlp_grpc() {
     let client = reqwest::Client::new();
     let (token, url) = sign_up_with_collection(&client, &base, "grpc@otlp.org").await;
     // Written while nobody listens: the realtime hub passes it over.
-    let unheard = "5d0a9e7c1b2f4e6d8a3c7b9e1f2d4c6a";
-    let created = post_in_trace(&client, &url, &token, unheard, "c3d4e5f6a7b8c9d0", "Nobody listens").await;
+    let unheard = "11111111111111111111111111111111";
+    let created = post_in_trace(&client, &url, &token, unheard, "2222222222222222", "Nobody listens").await;
     assert_eq!(created.status(), 201);
     // The hub looks every poll interval (50 ms): let it see nobody.
     tokio::time::sleep(Duration::from_secs(1)).await;

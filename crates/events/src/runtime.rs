@@ -601,8 +601,9 @@ fn processed_statements(consumer: &str, event_ids: &[&str], now: &str) -> Vec<St
         .collect()
 }
 
-/// The newest outbox sequence (0 when empty).
-async fn outbox_head(db: &Database) -> Result<i64, DbError> {
+/// The newest outbox sequence (0 when empty). A short read: on SQLite on
+/// the calling thread.
+pub async fn outbox_head(db: &Database) -> Result<i64, DbError> {
     let head = db
         .read_row("SELECT MAX(sequence) FROM outbox", &[], |row| row.opt_int(0))
         .await?;

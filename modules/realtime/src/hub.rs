@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlas_db::sqlx::{self, Row};
-use atlas_db::Database;
+use atlas_db::{Database, DbError};
+use atlas_events::runtime::outbox_head;
 use atlas_events::Envelope;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -37,22 +37,10 @@ impl Hub {
     }
 
     /// Start tailing the outbox from its current head.
-    pub async fn start(
-        self: &Arc<Self>,
-        shutdown: CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, sqlx::Error> {
-        let head = self.head().await?;
+    pub async fn start(self: &Arc<Self>, shutdown: CancellationToken) -> Result<tokio::task::JoinHandle<()>, DbError> {
+        let head = outbox_head(&self.db).await?;
         let hub = self.clone();
         Ok(tokio::spawn(async move { hub.tail(head, shutdown).await }))
-    }
-
-    /// The sequence of the newest event in the outbox (0 when it is empty).
-    async fn head(&self) -> Result<i64, sqlx::Error> {
-        let head: Option<i64> = sqlx::query("SELECT MAX(sequence) FROM outbox")
-            .fetch_one(self.db.reader())
-            .await?
-            .try_get(0)?;
-        Ok(head.unwrap_or(0))
     }
 
     /// The outbox head while nobody is subscribed, so that the tailer moves
@@ -63,11 +51,11 @@ impl Hub {
     /// that the count misses subscribed after the read, so every event up
     /// to the head was committed before it subscribed: none of them is owed
     /// to it live (a resuming stream reads those through [`Hub::since`]).
-    async fn head_if_unwatched(&self) -> Result<Option<i64>, sqlx::Error> {
+    async fn head_if_unwatched(&self) -> Result<Option<i64>, DbError> {
         if self.sender.receiver_count() > 0 {
             return Ok(None);
         }
-        let head = self.head().await?;
+        let head = outbox_head(&self.db).await?;
         Ok((self.sender.receiver_count() == 0).then_some(head))
     }
 
